@@ -1,0 +1,161 @@
+"""StyleGAN2's resampling convolutions, rewritten as dense convs and slices that XLA runs fast.
+
+StyleGAN2 resamples with the FIR filter [1, 3, 3, 1] (outer product, normalised). Written the
+reference way (a transposed conv followed by a 4x4 depthwise blur; a blur followed by a strided
+conv), XLA on CPU runs 10-100x below its dense-conv rate, and the gradients are worse still.
+Every function here computes exactly the same linear map as the reference, but as
+
+* the upsampling conv: one 3x3 'SAME' conv from C_in to 4*C_out at the LOW resolution (one
+  sub-kernel per output phase of the 6x6 combined transposed-conv+blur kernel), then
+  depth-to-space;
+* the downsampling conv: space-to-depth, then one 3x3 'SAME' conv from 4*C_in (same idea);
+* the separable FIR up/downsamplers: sums of shifted slices.
+
+All arrays are NHWC; conv weights are HWIO. `reference_*` functions are the literal formulations,
+kept for the equivalence tests.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The one FIR filter every StyleGAN2 checkpoint uses, normalised to sum 1 in 1-D.
+FIR_1D = np.array([1.0, 3.0, 3.0, 1.0], dtype=np.float64) / 8.0
+
+
+def conv2d(x, w, *, stride: int = 1, padding='SAME', precision=None):
+    """Plain cross-correlation, NHWC x HWIO (what torch.conv2d and tf.nn.conv2d compute)."""
+    return jax.lax.conv_general_dilated(
+        x, w.astype(x.dtype), (stride, stride), padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+
+
+def _fir_matrix(ktaps: int, gain: float) -> np.ndarray:
+    """(ktaps + 3, ktaps) matrix T with T[a, k] = gain * FIR[a - k]: full 1-D convolution with the FIR."""
+    t = np.zeros((ktaps + 3, ktaps))
+    for k in range(ktaps):
+        t[k:k + 4, k] = FIR_1D * gain
+    return t
+
+
+def _combine_with_fir(w, gain: float):
+    """The 2-D full convolution of each (i, o) 3x3 kernel with the separable FIR: (k+3, k+3, I, O)."""
+    t = jnp.asarray(_fir_matrix(w.shape[0], gain), w.dtype)
+    return jnp.einsum('ak,bl,klio->abio', t, t, w)
+
+
+def upconv2x(x, w, *, precision=None):
+    """Transposed 3x3 conv with stride 2 (torch conv_transpose2d convention), then the FIR blur
+    with gain 4 and padding (1, 1): (N, H, W, I) -> (N, 2H, 2W, O).
+
+    The combined kernel G (6x6) maps input q to output 2q + r through G[r + 4 - 2m'] for taps
+    m' in {-1, 0, 1} around q, so each of the 2x2 output phases is a 3x3 correlation at low
+    resolution with the phase's taps of G in reversed order.
+    """
+    kh, kw, cin, cout = w.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f'upconv2x expects a 3x3 kernel, got {w.shape}')
+    g = _combine_with_fir(w, 2.0)                      # (6, 6, I, O)
+    g = g.reshape(3, 2, 3, 2, cin, cout)[::-1, :, ::-1]  # (m_y, r_y, m_x, r_x, I, O), taps reversed
+    k = g.transpose(0, 2, 4, 1, 3, 5).reshape(3, 3, cin, 4 * cout)
+    y = conv2d(x, k, precision=precision)              # (N, H, W, 2*2*O)
+    n, h, wd, _ = y.shape
+    y = y.reshape(n, h, wd, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h, 2 * wd, cout)
+
+
+def downconv2x(x, w, *, precision=None):
+    """FIR blur with padding (2, 2), then a 3x3 conv with stride 2: (N, H, W, I) -> (N, H/2, W/2, O).
+
+    Combined kernel C (6x6) reads x[2q + t - 2]; after space-to-depth (phase r of pixel q + m - 1
+    holds x[2(q + m - 1) + r]) that is a 3x3 'SAME' correlation with taps C[2m + r].
+    """
+    kh, kw, cin, cout = w.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f'downconv2x expects a 3x3 kernel, got {w.shape}')
+    c = _combine_with_fir(w, 1.0)                               # (6, 6, I, O)
+    c = c.reshape(3, 2, 3, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    k = c.reshape(3, 3, 4 * cin, cout)
+    return conv2d(space_to_depth2x(x), k, precision=precision)
+
+
+def space_to_depth2x(x):
+    """(N, H, W, C) -> (N, H/2, W/2, 4C), channel order (r_y, r_x, C)."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // 2, w // 2, 4 * c)
+
+
+def _shift(x, axis: int, offset: int):
+    """y[i] = x[i + offset] along `axis`, zero outside."""
+    pad = [(0, 0)] * x.ndim
+    size = x.shape[axis]
+    if offset > 0:
+        pad[axis] = (0, offset)
+        return jax.lax.slice_in_dim(jnp.pad(x, pad), offset, offset + size, axis=axis)
+    pad[axis] = (-offset, 0)
+    return jax.lax.slice_in_dim(jnp.pad(x, pad), 0, size, axis=axis)
+
+
+def _upsample_axis(x, axis: int):
+    # Zero-insertion upsampling, padding (2, 1), FIR with gain 2: even outputs see x[q-1], x[q]
+    # with weights 1/4, 3/4; odd outputs see x[q], x[q+1] with 3/4, 1/4.
+    even = 0.25 * _shift(x, axis, -1) + 0.75 * x
+    odd = 0.75 * x + 0.25 * _shift(x, axis, 1)
+    y = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] *= 2
+    return y.reshape(shape)
+
+
+def upsample2x(x):
+    """upfirdn2d(x, FIR, up=2, padding=(2, 1), gain=4): the skip upsampler of StyleGAN2's RGB path."""
+    return _upsample_axis(_upsample_axis(x, 1), 2)
+
+
+def _downsample_axis(x, axis: int):
+    # Blur with padding (1, 1) and keep every second sample: y[q] = (x[2q-1] + 3x[2q] + 3x[2q+1] + x[2q+2]) / 8.
+    shape = list(x.shape)
+    shape[axis:axis + 1] = [shape[axis] // 2, 2]
+    pairs = x.reshape(shape)
+    even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
+    odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
+    return (_shift(odd, axis, -1) + 3.0 * even + 3.0 * odd + _shift(even, axis, 1)) * 0.125
+
+
+def downsample2x(x):
+    """upfirdn2d(x, FIR, down=2, padding=(1, 1)): the discriminator's skip-path downsampler."""
+    return _downsample_axis(_downsample_axis(x, 1), 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Literal reference formulations (slow on CPU), for tests of the exact rewrites above.
+
+def reference_upfirdn2d(x, *, up: int = 1, down: int = 1, pad=(0, 0), gain: float = 1.0):
+    """upfirdn2d with the FIR filter on NHWC: zero-insert `up`, pad, depthwise filter, keep every `down`."""
+    n, h, w, c = x.shape
+    if up > 1:
+        z = jnp.zeros((n, h, up, w, up, c), x.dtype).at[:, :, 0, :, 0, :].set(x)
+        x = z.reshape(n, h * up, w * up, c)
+    x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    f = jnp.asarray(np.outer(FIR_1D, FIR_1D) * gain, x.dtype)
+    k = jnp.tile(f[:, :, None, None], (1, 1, 1, c))
+    x = jax.lax.conv_general_dilated(x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                     feature_group_count=c, precision='highest')
+    return x[:, ::down, ::down, :]
+
+
+def reference_upconv2x(x, w):
+    """conv_transpose2d(x, w, stride=2) (scatter, no flip) then blur pad (1, 1), gain 4."""
+    # A scatter-transposed conv equals a correlation of the zero-inserted input with the flipped kernel.
+    y = jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision='highest')
+    return reference_upfirdn2d(y, pad=(1, 1), gain=4.0)
+
+
+def reference_downconv2x(x, w):
+    """Blur pad (2, 2), then a stride-2 3x3 correlation."""
+    y = reference_upfirdn2d(x, pad=(2, 2))
+    return conv2d(y, w, stride=2, padding='VALID', precision='highest')
