@@ -225,6 +225,6 @@ def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[di
 
 def arch_of(module) -> dict:
     """The constructor fields that define a network's architecture (JSON-able)."""
-    skip = {'dtype', 'precision', 'parent', 'name'}
+    skip = {'dtype', 'precision', 'fused_modconv', 'parent', 'name'}
     fields = {f: getattr(module, f) for f in module.__dataclass_fields__ if f not in skip}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}

@@ -15,6 +15,7 @@ readable name ``b{R}.conv0`` etc. A block's own output is ``(features, running_r
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping, Optional, Sequence
 
@@ -104,6 +105,7 @@ class SynthesisLayer(nn.Module):
     out_channels: int
     resolution: int           # output resolution (noise map size)
     up: bool = False
+    fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
     precision: Any = None
 
@@ -121,12 +123,25 @@ class SynthesisLayer(nn.Module):
         # Demodulation coefficient per (sample, out channel): rsqrt(sum_i s_i^2 sum_k w_{k,i,o}^2).
         dcoefs = jax.lax.rsqrt(jnp.dot(jnp.square(styles), jnp.sum(jnp.square(wscaled), axis=(0, 1)),
                                        precision=self.precision) + 1e-8)
-        # Modulating the activations instead of the weights keeps one shared kernel for the whole
-        # batch (a dense conv) instead of a grouped conv per sample: the same linear map.
-        xm = (x * styles[:, None, None, :].astype(x.dtype)).astype(self.dtype)
-        wk = wscaled.astype(self.dtype)
-        y = ops.upconv2x(xm, wk, precision=self.precision) if self.up else ops.conv2d(xm, wk, precision=self.precision)
-        y = y.astype(jnp.float32) * dcoefs[:, None, None, :]
+        conv = functools.partial(ops.upconv2x if self.up else ops.conv2d, precision=self.precision)
+        fused = x.shape[0] == 1 if self.fused_modconv is None else self.fused_modconv
+        if fused:
+            # Per-sample kernels with style and demodulation folded in (NVIDIA's fused modconv):
+            # cheapest for one sample, but its gradient w.r.t. w goes through the conv's weight
+            # gradient, which XLA computes slowly.
+            wk = wscaled[None] * styles[:, None, None, :, None] * dcoefs[:, None, None, None, :]
+            wk = wk.astype(self.dtype)
+            if x.shape[0] == 1:   # vmap would turn even one sample into a slower grouped conv
+                y = conv(x.astype(self.dtype), wk[0])
+            else:
+                y = jax.vmap(lambda xi, wi: conv(xi[None], wi)[0])(x.astype(self.dtype), wk)
+            y = y.astype(jnp.float32)
+        else:
+            # Modulating the activations keeps one kernel shared by the batch (a dense conv rather
+            # than a grouped conv per sample): the same linear map.
+            xm = (x * styles[:, None, None, :].astype(x.dtype)).astype(self.dtype)
+            y = conv(xm, wscaled.astype(self.dtype), precision=self.precision)
+            y = y.astype(jnp.float32) * dcoefs[:, None, None, :]
         y = y + strength * _noise(self, noise_mode, noise, noise_const.value, y.shape[0])[..., None]
         return lrelu_gain(y + bias)
 
@@ -157,8 +172,9 @@ class ToRGB(nn.Module):
         styles = EqualDense(cin, bias_init=1.0, precision=self.precision, name='affine')(w)
         weight = self.param('weight', nn.initializers.normal(1.0), (cin, self.img_channels))
         bias = self.param('bias', nn.initializers.zeros, (self.img_channels,))
-        xm = (x * (styles * (1.0 / math.sqrt(cin)))[:, None, None, :]).astype(self.dtype)
-        y = jnp.einsum('nhwi,io->nhwo', xm, weight.astype(self.dtype), precision=self.precision)
+        # Per-sample modulated 1x1 kernels are tiny: a batched matmul, no pass over the activations.
+        wk = weight[None] * (styles * (1.0 / math.sqrt(cin)))[:, :, None]
+        y = jnp.einsum('nhwi,nio->nhwo', x.astype(self.dtype), wk.astype(self.dtype), precision=self.precision)
         return y.astype(jnp.float32) + bias
 
 
@@ -167,6 +183,7 @@ class SynthesisBlock(nn.Module):
     resolution: int
     out_channels: int
     img_channels: int = 3
+    fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
     precision: Any = None
 
@@ -181,9 +198,9 @@ class SynthesisBlock(nn.Module):
             const = self.param('const', nn.initializers.normal(1.0), (4, 4, self.out_channels))
             x = jnp.broadcast_to(const, (ws.shape[0],) + const.shape).astype(jnp.float32)
         else:
-            x = SynthesisLayer(self.out_channels, self.resolution, up=True, name='conv0', **kw)(
-                x, ws[:, 0], noise_mode, noise.get(f'{name}.conv0'))
-        x = SynthesisLayer(self.out_channels, self.resolution, name='conv1', **kw)(
+            x = SynthesisLayer(self.out_channels, self.resolution, up=True, fused_modconv=self.fused_modconv,
+                               name='conv0', **kw)(x, ws[:, 0], noise_mode, noise.get(f'{name}.conv0'))
+        x = SynthesisLayer(self.out_channels, self.resolution, fused_modconv=self.fused_modconv, name='conv1', **kw)(
             x, ws[:, 1], noise_mode, noise.get(f'{name}.conv1'))
         y = ToRGB(self.img_channels, name='torgb', **kw)(x, ws[:, 2])
         img = y if img is None else ops.upsample2x(img) + y
@@ -195,6 +212,7 @@ class SynthesisNetwork(nn.Module):
     resolution: int
     channels: Sequence[int]   # one per block resolution 4..resolution
     img_channels: int = 3
+    fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
     precision: Any = None
 
@@ -206,7 +224,8 @@ class SynthesisNetwork(nn.Module):
             rows = ws[:, max(2 * i - 1, 0):2 * i + 2]
             if i == 0:
                 rows = jnp.concatenate([rows[:, :1], rows], axis=1)
-            x, img = SynthesisBlock(res, ch, self.img_channels, self.dtype, self.precision, name=f'b{res}')(
+            x, img = SynthesisBlock(res, ch, self.img_channels, self.fused_modconv, self.dtype, self.precision,
+                                    name=f'b{res}')(
                 x, img, rows, noise_mode, noise)
         return img
 
@@ -227,6 +246,10 @@ class Generator(nn.Module):
     mapping_lr_mul: float = 0.01
     img_channels: int = 3
     crop_rows: Optional[tuple[int, int]] = None   # e.g. (64, 448): the car models' 512x384 picture
+    # Run-time choices, not architecture. fused_modconv: fold styles into per-sample kernels (True),
+    # modulate activations with one shared kernel (False; fastest for batches and for gradients
+    # w.r.t. w, e.g. projection), or True only for batch 1 (None).
+    fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
     precision: Any = None
 
@@ -235,8 +258,8 @@ class Generator(nn.Module):
         if len(self.channels) != len(block_resolutions(self.resolution)):
             raise ValueError(f'channels needs one entry per resolution 4..{self.resolution}, got {self.channels}')
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.n_mlp, self.mapping_lr_mul, self.precision)
-        self.synthesis = SynthesisNetwork(self.resolution, tuple(self.channels), self.img_channels, self.dtype,
-                                          self.precision)
+        self.synthesis = SynthesisNetwork(self.resolution, tuple(self.channels), self.img_channels,
+                                          self.fused_modconv, self.dtype, self.precision)
 
     @property
     def num_ws(self) -> int:
@@ -391,3 +414,38 @@ class DiscriminatorEpilogue(nn.Module):
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
         x = EqualDense(self.channels, activation=True, precision=self.precision, name='fc')(x)
         return EqualDense(1, precision=self.precision, name='out')(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading activations
+
+LAYER_KINDS = ('conv0', 'conv1', 'torgb')
+
+
+def layer_names(resolution: int) -> list[str]:
+    """Every synthesis layer's readable name, in forward order: 'b4.conv1', 'b4.torgb', 'b8.conv0', ..."""
+    names = []
+    for r in block_resolutions(resolution):
+        names += [f'b{r}.{k}' for k in LAYER_KINDS if not (r == 4 and k == 'conv0')]
+    return names
+
+
+def _is_synthesis_capture(mdl: nn.Module, method_name: str) -> bool:
+    path = mdl.path
+    return (method_name == '__call__' and len(path) in (2, 3) and path[0] == 'synthesis'
+            and (len(path) == 2 or path[2] in LAYER_KINDS))
+
+
+def capture_activations(module: Generator, variables, ws, noise_mode: str = 'const', noise=None, rngs=None):
+    """Run synthesis on ws and return (images, {name: activation}), names as in `layer_names`, plus
+    'b{R}.rgb' for each block's running RGB image. Built on Flax's `capture_intermediates`."""
+    images, state = module.apply(variables, ws, noise_mode, noise, method='synthesize', rngs=rngs,
+                                 capture_intermediates=_is_synthesis_capture, mutable=['intermediates'])
+    acts = {}
+    for block, sub in state['intermediates']['synthesis'].items():
+        for key, value in sub.items():
+            if key == '__call__':
+                acts[f'{block}.rgb'] = value[0][1]
+            else:
+                acts[f'{block}.{key}'] = value['__call__'][0]
+    return images, acts

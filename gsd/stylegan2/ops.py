@@ -5,9 +5,8 @@ reference way (a transposed conv followed by a 4x4 depthwise blur; a blur follow
 conv), XLA on CPU runs 10-100x below its dense-conv rate, and the gradients are worse still.
 Every function here computes exactly the same linear map as the reference, but as
 
-* the upsampling conv: one 3x3 'SAME' conv from C_in to 4*C_out at the LOW resolution (one
-  sub-kernel per output phase of the 6x6 combined transposed-conv+blur kernel), then
-  depth-to-space;
+* the upsampling conv: four small dense convs at the LOW resolution, one per output phase of the
+  transposed conv (exactly its 9 taps), blurred phase-wise and interleaved once;
 * the downsampling conv: space-to-depth, then one 3x3 'SAME' conv from 4*C_in (same idea);
 * the separable FIR up/downsamplers: sums of shifted slices.
 
@@ -16,6 +15,8 @@ kept for the equivalence tests.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,20 +51,41 @@ def upconv2x(x, w, *, precision=None):
     """Transposed 3x3 conv with stride 2 (torch conv_transpose2d convention), then the FIR blur
     with gain 4 and padding (1, 1): (N, H, W, I) -> (N, 2H, 2W, O).
 
-    The combined kernel G (6x6) maps input q to output 2q + r through G[r + 4 - 2m'] for taps
-    m' in {-1, 0, 1} around q, so each of the 2x2 output phases is a 3x3 correlation at low
-    resolution with the phase's taps of G in reversed order.
+    The transposed conv's output T splits into 2x2 phases by output parity; an even phase sees
+    taps w[2], w[0] of inputs q-1, q (H+1 outputs), an odd phase only w[1] at q (H outputs), so the
+    four phases are four small dense convs at the input resolution doing exactly the useful
+    multiply-adds. The blur is then applied phase-wise (shifted sums at low resolution) and the
+    result interleaved once.
     """
     kh, kw, cin, cout = w.shape
     if (kh, kw) != (3, 3):
         raise ValueError(f'upconv2x expects a 3x3 kernel, got {w.shape}')
-    g = _combine_with_fir(w, 2.0)                      # (6, 6, I, O)
-    g = g.reshape(3, 2, 3, 2, cin, cout)[::-1, :, ::-1]  # (m_y, r_y, m_x, r_x, I, O), taps reversed
-    k = g.transpose(0, 2, 4, 1, 3, 5).reshape(3, 3, cin, 4 * cout)
-    y = conv2d(x, k, precision=precision)              # (N, H, W, 2*2*O)
-    n, h, wd, _ = y.shape
-    y = y.reshape(n, h, wd, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+    even = w[::-2]      # taps for inputs (q-1, q) along an axis of even parity
+    odd = w[1:2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = functools.partial(conv2d, padding='VALID', precision=precision)
+    t_ee = conv(xp, even[:, ::-2])                   # (H+1, W+1)
+    t_eo = conv(xp[:, :, 1:-1], even[:, 1:2])         # (H+1, W)
+    t_oe = conv(xp[:, 1:-1], odd[:, ::-2])            # (H, W+1)
+    t_oo = conv(x, odd[:, 1:2])                       # (H, W)
+    # Blur along x, then along y; each returns the two output phases at input resolution.
+    ee, eo = _blur_phases(t_ee, t_eo, axis=2)
+    oe, oo = _blur_phases(t_oe, t_oo, axis=2)
+    (y00, y10), (y01, y11) = _blur_phases(ee, oe, axis=1), _blur_phases(eo, oo, axis=1)
+    n, h, wd, _ = x.shape
+    y = jnp.stack([jnp.stack([y00, y01], axis=3), jnp.stack([y10, y11], axis=3)], axis=2)
     return y.reshape(n, 2 * h, 2 * wd, cout)
+
+
+def _blur_phases(even, odd, axis: int):
+    """FIR blur (gain 2, padding (1, 1)) of a signal T given as its even samples (H+1) and odd ones (H):
+    returns the even and odd samples (H each) of the result."""
+    h = odd.shape[axis]
+    e0 = jax.lax.slice_in_dim(even, 0, h, axis=axis)        # T[2q]
+    e1 = jax.lax.slice_in_dim(even, 1, h + 1, axis=axis)    # T[2q+2]
+    y_even = (_shift(odd, axis, -1) + 3.0 * e0 + 3.0 * odd + e1) * 0.25
+    y_odd = (e0 + 3.0 * odd + 3.0 * e1 + _shift(odd, axis, 1)) * 0.25
+    return y_even, y_odd
 
 
 def downconv2x(x, w, *, precision=None):
