@@ -234,6 +234,8 @@ def _assemble_discriminator(resolution, channels, conv: Callable, dense: Callabl
         names = (['fromrgb'] if r == resolution else []) + ['conv0', 'conv1', 'skip']
         params[f'b{r}'] = {n: conv(r, n) for n in names}
     params['b4'] = {'conv': conv(4, 'conv'), 'fc': dense('fc'), 'out': dense('out')}
+    if resolution == 4:
+        params['b4']['fromrgb'] = conv(4, 'fromrgb')
     arch = dict(resolution=resolution, channels=tuple(int(c) for c in channels), mbstd_group_size=mbstd_group_size)
     return arch, {'params': params}
 
@@ -268,10 +270,10 @@ def import_rosinality_discriminator(state: dict, what='rosinality D'):
         s[f'convs.{n_blocks - res.index(r) + 1}.conv1.0.weight'].shape[0] for r in res[1:]]
 
     def conv(r, name):
-        if r == 4:
-            return {'weight': _conv(s['final_conv.0.weight']), 'bias': _f32(s['final_conv.1.bias'])}
         if name == 'fromrgb':
             return {'weight': _conv(s['convs.0.0.weight']), 'bias': _f32(s['convs.0.1.bias'])}
+        if r == 4:
+            return {'weight': _conv(s['final_conv.0.weight']), 'bias': _f32(s['final_conv.1.bias'])}
         p = f'convs.{n_blocks - res.index(r) + 1}'
         if name == 'conv0':
             return {'weight': _conv(s[f'{p}.conv1.0.weight']), 'bias': _f32(s[f'{p}.conv1.1.bias'])}

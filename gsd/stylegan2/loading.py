@@ -44,11 +44,12 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def read_networks(path) -> tuple[dict, dict]:
-    """Every network a file holds: ({name: (kind, arch, variables)}, provenance). Never runs code from it."""
+def read_networks(path, only=None) -> tuple[dict, dict]:
+    """Every network a file holds (or those named in `only`): ({name: (kind, arch, variables)}, provenance).
+    Never runs code from the file."""
     path = pathlib.Path(path)
     if path.is_dir():
-        return _read_gsd(path)
+        return _read_gsd(path, only)
     container, obj = readers.read_checkpoint_file(path)
     provenance = {'source': str(path), 'sha256': sha256_of(path)}
     try:
@@ -58,6 +59,11 @@ def read_networks(path) -> tuple[dict, dict]:
     if not nets:
         raise LoadError(f'{path}: holds no StyleGAN2 network')
     provenance['source_format'] = source_format
+    for name, (kind, arch, variables) in nets.items():
+        if kind == 'G' and variables['buffers']['mapping'].get('w_avg') is None:
+            # rosinality's train.py saves no latent mean; estimate it as rosinality's own code does.
+            nets[name] = (kind, arch, _with_w_avg(build(kind, arch), variables))
+            provenance.setdefault('w_avg_estimated', []).append(f'{name}: mean of {W_AVG_SAMPLES} mapped z, seed 0')
     return nets, provenance
 
 
@@ -109,7 +115,7 @@ def _import_flat(state: dict, what: str, latent_avg=None):
     return ('D',) + importers.DISCRIMINATOR_IMPORTERS[naming](state, what=what)
 
 
-def _read_gsd(path: pathlib.Path) -> tuple[dict, dict]:
+def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
     import orbax.checkpoint as ocp
     meta_path = path / METADATA
     try:
@@ -123,6 +129,9 @@ def _read_gsd(path: pathlib.Path) -> tuple[dict, dict]:
     nets = {}
     ckptr = ocp.StandardCheckpointer()
     for name, info in meta['networks'].items():
+        if only is not None and name not in only:
+            nets[name] = None    # present, not restored
+            continue
         try:
             variables = ckptr.restore((path / name).absolute())
         except Exception as e:  # orbax raises many types; the user needs the file and the reason
@@ -159,14 +168,12 @@ def load(path, which: str = 'G_ema', *, dtype=jnp.float32, precision=None,
     """
     if which not in NETWORK_NAMES:
         raise ValueError(f'which must be one of {NETWORK_NAMES}, got {which!r}')
-    nets, provenance = read_networks(path)
+    nets, provenance = read_networks(path, only=(which,))
     if which not in nets:
         raise LoadError(f'{path}: has no {which} network (it has: {", ".join(sorted(nets))})')
     kind, arch, variables = nets[which]
-    if kind == 'G':
-        if crop_rows is not None:
-            arch = dict(arch, crop_rows=tuple(crop_rows))
-        variables = _with_w_avg(build(kind, arch), variables)
+    if kind == 'G' and crop_rows is not None:
+        arch = dict(arch, crop_rows=tuple(crop_rows))
     module = build(kind, arch, dtype, precision)
     _check_tree(path, module, variables)
     return module, jax.tree.map(jnp.asarray, variables)

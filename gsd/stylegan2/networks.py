@@ -395,18 +395,23 @@ class Discriminator(nn.Module):
         x = img.astype(jnp.float32)
         for r in reversed(block_resolutions(self.resolution)[1:]):
             x = DiscriminatorBlock(ch[r], ch[r // 2], from_rgb=(r == self.resolution), name=f'b{r}', **kw)(x)
-        return DiscriminatorEpilogue(ch[4], self.mbstd_group_size, self.mbstd_num_channels, name='b4', **kw)(x)
+        return DiscriminatorEpilogue(ch[4], self.mbstd_group_size, self.mbstd_num_channels,
+                                     from_rgb=(self.resolution == 4), name='b4', **kw)(x)
 
 
 class DiscriminatorEpilogue(nn.Module):
+    """4x4: minibatch stddev, conv, dense, dense to one logit."""
     channels: int
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
+    from_rgb: bool = False
     dtype: Any = jnp.float32
     precision: Any = None
 
     @nn.compact
     def __call__(self, x):
+        if self.from_rgb:
+            x = EqualConv(self.channels, kernel=1, name='fromrgb', dtype=self.dtype, precision=self.precision)(x)
         if self.mbstd_group_size:
             x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
         x = EqualConv(self.channels, name='conv', dtype=self.dtype, precision=self.precision)(x)
