@@ -51,40 +51,41 @@ def upconv2x(x, w, *, precision=None):
     """Transposed 3x3 conv with stride 2 (torch conv_transpose2d convention), then the FIR blur
     with gain 4 and padding (1, 1): (N, H, W, I) -> (N, 2H, 2W, O).
 
-    The transposed conv's output T splits into 2x2 phases by output parity; an even phase sees
-    taps w[2], w[0] of inputs q-1, q (H+1 outputs), an odd phase only w[1] at q (H outputs), so the
-    four phases are four small dense convs at the input resolution doing exactly the useful
-    multiply-adds. The blur is then applied phase-wise (shifted sums at low resolution) and the
-    result interleaved once.
+    The transposed conv's output T splits into 2x2 phases by output parity. Along one axis the
+    even samples T[2q] = w[2] x[q-1] + w[0] x[q] (q = 0..H) and the odd ones T[2q+1] = w[1] x[q],
+    so the four phases are four small dense convs at the input resolution doing exactly the useful
+    multiply-adds. Each conv is padded by one on both sides, so odd phases carry a zero border that
+    makes every blur tap a plain slice: the blur, interleave and any elementwise consumer then fuse
+    into one pass over the output.
     """
     kh, kw, cin, cout = w.shape
     if (kh, kw) != (3, 3):
         raise ValueError(f'upconv2x expects a 3x3 kernel, got {w.shape}')
     even = w[::-2]      # taps for inputs (q-1, q) along an axis of even parity
     odd = w[1:2]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    conv = functools.partial(conv2d, padding='VALID', precision=precision)
-    t_ee = conv(xp, even[:, ::-2])                   # (H+1, W+1)
-    t_eo = conv(xp[:, :, 1:-1], even[:, 1:2])         # (H+1, W)
-    t_oe = conv(xp[:, 1:-1], odd[:, ::-2])            # (H, W+1)
-    t_oo = conv(x, odd[:, 1:2])                       # (H, W)
-    # Blur along x, then along y; each returns the two output phases at input resolution.
-    ee, eo = _blur_phases(t_ee, t_eo, axis=2)
-    oe, oo = _blur_phases(t_oe, t_oo, axis=2)
-    (y00, y10), (y01, y11) = _blur_phases(ee, oe, axis=1), _blur_phases(eo, oo, axis=1)
+    conv = functools.partial(conv2d, padding=((1, 1), (1, 1)), precision=precision)
+    t_ee = conv(x, even[:, ::-2])      # (H+1, W+1)
+    t_eo = conv(x, even[:, 1:2])       # (H+1, W+2): odd along x, zero first and last column
+    t_oe = conv(x, odd[:, ::-2])       # (H+2, W+1)
+    t_oo = conv(x, odd[:, 1:2])        # (H+2, W+2)
     n, h, wd, _ = x.shape
+    ee, eo = _blur_phases(t_ee, t_eo, 2, wd)          # blur along x
+    oe, oo = _blur_phases(t_oe, t_oo, 2, wd)
+    y00, y10 = _blur_phases(ee, oe, 1, h)              # then along y
+    y01, y11 = _blur_phases(eo, oo, 1, h)
     y = jnp.stack([jnp.stack([y00, y01], axis=3), jnp.stack([y10, y11], axis=3)], axis=2)
     return y.reshape(n, 2 * h, 2 * wd, cout)
 
 
-def _blur_phases(even, odd, axis: int):
-    """FIR blur (gain 2, padding (1, 1)) of a signal T given as its even samples (H+1) and odd ones (H):
-    returns the even and odd samples (H each) of the result."""
-    h = odd.shape[axis]
-    e0 = jax.lax.slice_in_dim(even, 0, h, axis=axis)        # T[2q]
-    e1 = jax.lax.slice_in_dim(even, 1, h + 1, axis=axis)    # T[2q+2]
-    y_even = (_shift(odd, axis, -1) + 3.0 * e0 + 3.0 * odd + e1) * 0.25
-    y_odd = (e0 + 3.0 * odd + 3.0 * e1 + _shift(odd, axis, 1)) * 0.25
+def _blur_phases(even, odd, axis: int, n: int):
+    """FIR blur (gain 2, padding (1, 1)) along `axis` of a signal T given as its even samples
+    E[0..n] and its odd samples with a zero border, O'[q+1] = T[2q+1] (n+2 entries): returns the
+    even and odd samples (n each) of the result."""
+    sl = functools.partial(jax.lax.slice_in_dim, axis=axis)
+    e0, e1 = sl(even, 0, n), sl(even, 1, n + 1)                       # T[2q], T[2q+2]
+    o_prev, o_cur, o_next = sl(odd, 0, n), sl(odd, 1, n + 1), sl(odd, 2, n + 2)   # T[2q-1], T[2q+1], T[2q+3]
+    y_even = (o_prev + 3.0 * e0 + 3.0 * o_cur + e1) * 0.25
+    y_odd = (e0 + 3.0 * o_cur + 3.0 * e1 + o_next) * 0.25
     return y_even, y_odd
 
 
