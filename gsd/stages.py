@@ -8,6 +8,7 @@ import pathlib
 # Stage name -> module; imported lazily so a run only loads what its config asks for.
 STAGES = {
     'samples': 'gsd.sampling',
+    'train_gan': 'gsd.train_gan',
 }
 
 

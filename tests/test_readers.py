@@ -1,27 +1,23 @@
 """Safe checkpoint readers: fixture contents, hand-written legacy / TF / zip files, refusals and corrupt input."""
 
 import collections
-import io
 import json
 import os
 import pathlib
 import pickle
 import shutil
-import struct
 import subprocess
-import sys
-import types
 import zipfile
 
 import numpy as np
 import pytest
 
 from gsd.stylegan2.readers import CheckpointError, read_checkpoint_file, read_pickle_file, read_torch_file
+from writers import MARKER, FakeNetwork, Globals, Storage, Tensor, legacy_torch_file, tf_network, torch_globals
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'stylegan2'
 ROSINALITY_PT = FIXTURES / 'rosinality_public.pt'
 NVIDIA_PKL = FIXTURES / 'nvidia_public.pkl'
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 ROSINALITY_SHAPES = {
     'style.1.weight': (64, 64), 'style.1.bias': (64,), 'style.2.weight': (64, 64), 'style.2.bias': (64,),
@@ -57,76 +53,9 @@ def nvidia():
     return read_pickle_file(NVIDIA_PKL)
 
 
-class Globals:
-    """Pickles (protocol 2) throwaway objects under the global names real checkpoints use, e.g. 'torch FloatStorage'.
-
-    pickle only writes a global it can import back, so each object lives in a scratch module; the GLOBAL opcode
-    ('c' module '\\n' name '\\n', no length prefix) is then renamed in the bytes. No real torch/dnnlib is involved.
-    """
-
-    def __init__(self, monkeypatch):
-        self.monkeypatch, self.renames = monkeypatch, {}
-
-    def __call__(self, module, name, base=object):
-        """A fresh class (subclassing `base`) that pickles as the global `module.name`."""
-        scratch = f'gsd_test_scratch_{len(self.renames)}'
-        cls = type(name, (base,), {'__module__': scratch})
-        self.monkeypatch.setitem(sys.modules, scratch, types.SimpleNamespace(**{name: cls}))
-        self.renames[f'c{scratch}\n{name}\n'.encode()] = f'c{module}\n{name}\n'.encode()
-        return cls
-
-    def dumps(self, obj, persistent_id=None):
-        buffer = io.BytesIO()
-        pickler = pickle.Pickler(buffer, protocol=2, fix_imports=False)  # keep Python 3 module names
-        if persistent_id:
-            pickler.persistent_id = persistent_id
-        pickler.dump(obj)
-        data = buffer.getvalue()
-        for scratch, real in self.renames.items():
-            data = data.replace(scratch, real)
-        return data
-
-
 @pytest.fixture
-def g(monkeypatch):
-    return Globals(monkeypatch)
-
-
-class Storage:
-    def __init__(self, cls, key, data, view=None):
-        self.cls, self.key, self.data, self.view = cls, key, np.asarray(data), view
-
-
-class Tensor:
-    """Pickles as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())."""
-
-    def __init__(self, rebuild, storage, offset, size, stride, *more):
-        self.args = (rebuild, (storage, offset, size, stride, False, collections.OrderedDict(), *more))
-
-    def __reduce__(self):
-        return self.args
-
-
-def legacy_torch_file(g, obj, storages, storage_ids):
-    """A pre-1.6 torch.save stream around `obj`, whose Storage objects become persistent ids."""
-    def persistent_id(x):
-        if isinstance(x, Storage):
-            return ('storage', x.cls, x.key, 'cpu', x.data.size, x.view)
-        return None
-    out = io.BytesIO()
-    for header in (LEGACY_MAGIC, 1001, {'protocol_version': 1001, 'little_endian': True,
-                                       'type_sizes': {'short': 2, 'int': 4, 'long': 4}}):
-        pickle.dump(header, out, protocol=2)
-    out.write(g.dumps(obj, persistent_id))
-    pickle.dump(storage_ids, out, protocol=2)
-    for s in storages:
-        out.write(struct.pack('<q', s.data.size) + s.data.tobytes())
-    return out.getvalue()
-
-
-def torch_globals(g):
-    rebuild = g('torch._utils', '_rebuild_tensor_v2')
-    return rebuild, g('torch', 'FloatStorage'), g('torch', 'BFloat16Storage'), g('torch', 'LongStorage')
+def g():
+    return Globals()
 
 
 def assert_error(path, *fragments, call=read_checkpoint_file):
@@ -246,28 +175,6 @@ def test_zip_untyped_storage_and_rebuild_v3(g, tmp_path):
     got = read_torch_file(path)
     assert got['h'].dtype == np.float16
     np.testing.assert_array_equal(got['h'], values[1:])
-
-
-class FakeNetwork:
-    """Stands in for dnnlib.tflib.network.Network: pickled through its __getstate__ dict."""
-
-    def __init__(self, state):
-        self.state = state
-
-    def __getstate__(self):
-        return self.state
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-def tf_network(cls, name, func, variables, components=None, **kwargs):
-    return cls({'version': 4, 'name': name, 'static_kwargs': kwargs, 'components': components or {},
-                        'build_module_src': f'import os\nos.system("touch {MARKER}")\n', 'build_func_name': func,
-                        'variables': variables})
-
-
-MARKER = 'gsd_readers_test_marker'
 
 
 def test_tf_pickle_names_values_and_no_exec(g, tmp_path, monkeypatch):

@@ -16,46 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsd.stylegan2.networks import Generator, block_resolutions, channels_nvidia, noise_layer_names
-
-
-def best_time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))                 # compile + warm up
-    best = float('inf')
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def measure_peak(repeats: int) -> dict:
-    a = jnp.asarray(np.random.RandomState(0).randn(2048, 2048), jnp.float32)
-    t_mm = best_time(jax.jit(lambda a: a @ a), a, repeats=repeats)
-    x = jnp.ones((16, 32, 32, 256), jnp.float32)
-    w = jnp.ones((3, 3, 256, 256), jnp.float32) * 0.01
-    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-    t_conv = best_time(conv, x, w, repeats=repeats)
-    return {'matmul_gflops': 2 * 2048 ** 3 / t_mm / 1e9,
-            'conv3x3_gflops': 2 * 16 * 32 * 32 * 256 * 256 * 9 / t_conv / 1e9}
-
-
-def synthesis_gmac(resolution: int, channels) -> float:
-    """Multiply-adds of the synthesis convs per image (upsampling convs at their input resolution)."""
-    ch = dict(zip(block_resolutions(resolution), channels))
-    mac = 0
-    for r in block_resolutions(resolution):
-        if r > 4:
-            mac += 9 * ch[r // 2] * ch[r] * (r // 2) ** 2      # transposed conv, stride 2
-        mac += 9 * ch[r] * ch[r] * r * r                       # conv1
-    return mac / 1e9
+from gsd.benchmarking import best_time, measure_peak, synthesis_gmac
+from gsd.stylegan2.networks import Generator, channels_nvidia, noise_layer_names
 
 
 def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 from gsd.stylegan2.networks import block_resolutions
 
 
-class ImportError_(ValueError):
+class StateError(ValueError):
     """A state whose names or shapes do not form a supported StyleGAN2 network."""
 
 
@@ -39,10 +39,6 @@ def _dense(w) -> np.ndarray:
     return _f32(w).T
 
 
-def _scalar(a) -> np.ndarray:
-    return _f32(a).reshape(())
-
-
 class _State:
     """A flat state with lookups that fail with the missing name and the offending shape."""
 
@@ -54,18 +50,34 @@ class _State:
 
     def __getitem__(self, key) -> np.ndarray:
         if key not in self.state:
-            raise ImportError_(f'{self.what}: missing tensor {key!r}')
+            raise StateError(f'{self.what}: missing tensor {key!r}')
         self.used.add(key)
         return np.asarray(self.state[key])
 
     def expect(self, key, shape) -> np.ndarray:
         a = self[key]
         if tuple(a.shape) != tuple(shape):
-            raise ImportError_(f'{self.what}: tensor {key!r} has shape {tuple(a.shape)}, expected {tuple(shape)}')
+            raise StateError(f'{self.what}: tensor {key!r} has shape {tuple(a.shape)}, expected {tuple(shape)}')
         return a
 
+    def scalar(self, key) -> np.ndarray:
+        a = self[key]
+        if a.size != 1:
+            raise StateError(f'{self.what}: tensor {key!r} has shape {tuple(a.shape)}, expected a scalar')
+        return _f32(a).reshape(())
+
     def count(self, pattern: str) -> int:
-        return len({m.group(1) for k in self.state for m in [re.fullmatch(pattern, k)] if m})
+        """Number of layers named by `pattern` (one group: the index); every index 0/1..max must exist,
+        so a file missing one layer's tensor fails here instead of loading a shallower network."""
+        found = sorted({int(m.group(1)) for k in self.state for m in [re.fullmatch(pattern, k)] if m})
+        if not found:
+            return 0
+        first = found[0]
+        for i in range(first, found[-1] + 1):
+            if i not in found:
+                name = pattern.replace(r'(\d+)', str(i)).replace('\\', '')
+                raise StateError(f'{self.what}: missing tensor {name!r}')
+        return len(found)
 
 
 def detect_naming(state: dict) -> str:
@@ -80,7 +92,7 @@ def detect_naming(state: dict) -> str:
         if key in keys:
             return name
     sample = ', '.join(sorted(keys)[:5])
-    raise ImportError_(f'names match no known StyleGAN2 layout (first names: {sample})')
+    raise StateError(f'names match no known StyleGAN2 layout (first names: {sample})')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +119,7 @@ def _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_av
 def import_rosinality_generator(state: dict, latent_avg=None, lr_mul: float = 0.01, what='rosinality G'):
     """rosinality `Generator.state_dict()`; `latent_avg` (convert_weight.py's) becomes w_avg when given."""
     s = _State(state, what)
-    n_mlp = s.count(r'style\.(\d+)\.weight')
+    n_mlp = max(s.count(r'style\.(\d+)\.weight'), s.count(r'style\.(\d+)\.bias'))
     w_dim, z_dim = s['style.1.weight'].shape
     n_rgbs = s.count(r'to_rgbs\.(\d+)\.conv\.weight')
     resolution = 4 * 2 ** n_rgbs
@@ -133,7 +145,7 @@ def import_rosinality_generator(state: dict, latent_avg=None, lr_mul: float = 0.
         return ({'weight': _conv(weight),
                  'affine': {'weight': _dense(s.expect(f'{p}.conv.modulation.weight', (cin, w_dim))),
                             'bias': _f32(s[f'{p}.conv.modulation.bias'])},
-                 'noise_strength': _scalar(s[f'{p}.noise.weight']),
+                 'noise_strength': s.scalar(f'{p}.noise.weight'),
                  'bias': _f32(s.expect(f'{p}.activate.bias', (ch[r],)))},
                 _f32(s.expect(f'noises.noise_{noise_idx}', (1, 1, r, r))[0, 0]))
 
@@ -152,10 +164,10 @@ def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
     """stylegan2-ada-pytorch / stylegan3 (StyleGAN2 config) `Generator.state_dict()`."""
     s = _State(state, what)
     if 'mapping.embed.weight' in s:
-        raise ImportError_(f'{what}: class-conditional generators (c_dim > 0) are not supported')
+        raise StateError(f'{what}: class-conditional generators (c_dim > 0) are not supported')
     if 'synthesis.input.affine.weight' in s:
-        raise ImportError_(f'{what}: this is a StyleGAN3 (alias-free) generator, not StyleGAN2')
-    n_mlp = s.count(r'mapping\.fc(\d+)\.weight')
+        raise StateError(f'{what}: this is a StyleGAN3 (alias-free) generator, not StyleGAN2')
+    n_mlp = max(s.count(r'mapping\.fc(\d+)\.weight'), s.count(r'mapping\.fc(\d+)\.bias'))
     w_dim, z_dim = s['mapping.fc0.weight'].shape
     resolution = max(int(m.group(1)) for k in state for m in [re.match(r'synthesis\.b(\d+)\.', k)] if m)
     res = block_resolutions(resolution)
@@ -170,7 +182,7 @@ def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
         return ({'weight': _conv(s.expect(f'{p}.weight', (ch[r], cin, 3, 3))),
                  'affine': {'weight': _dense(s.expect(f'{p}.affine.weight', (cin, w_dim))),
                             'bias': _f32(s[f'{p}.affine.bias'])},
-                 'noise_strength': _scalar(s[f'{p}.noise_strength']),
+                 'noise_strength': s.scalar(f'{p}.noise_strength'),
                  'bias': _f32(s.expect(f'{p}.bias', (ch[r],)))},
                 _f32(s.expect(f'{p}.noise_const', (r, r))))
 
@@ -188,7 +200,7 @@ def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
 def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs'):
     """Original TensorFlow StyleGAN2 (`G_mapping/...`, `G_synthesis/...`, `dlatent_avg`)."""
     s = _State(state, what)
-    n_mlp = s.count(r'G_mapping/Dense(\d+)/weight')
+    n_mlp = max(s.count(r'G_mapping/Dense(\d+)/weight'), s.count(r'G_mapping/Dense(\d+)/bias'))
     z_dim, w_dim = s['G_mapping/Dense0/weight'].shape
     resolution = max(int(m.group(1)) for k in state for m in [re.match(r'G_synthesis/(\d+)x\1/', k)] if m)
     res = block_resolutions(resolution)
@@ -209,7 +221,7 @@ def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs')
         return ({'weight': weight,
                  'affine': {'weight': _f32(s.expect(f'{p}/mod_weight', (w_dim, cin))),
                             'bias': _f32(s[f'{p}/mod_bias']) + 1.0},
-                 'noise_strength': _scalar(s[f'{p}/noise_strength']),
+                 'noise_strength': s.scalar(f'{p}/noise_strength'),
                  'bias': _f32(s.expect(f'{p}/bias', (ch[r],)))},
                 _f32(s.expect(f'G_synthesis/noise{i}', (1, 1, r, r))[0, 0]))
 
@@ -243,7 +255,7 @@ def _assemble_discriminator(resolution, channels, conv: Callable, dense: Callabl
 def import_nvidia_discriminator(state: dict, mbstd_group_size: int = 4, what='NVIDIA D'):
     s = _State(state, what)
     if 'mapping.fc0.weight' in s or 'b4.projection.weight' in s:
-        raise ImportError_(f'{what}: class-conditional discriminators (c_dim > 0) are not supported')
+        raise StateError(f'{what}: class-conditional discriminators (c_dim > 0) are not supported')
     resolution = max(int(m.group(1)) for k in state for m in [re.match(r'b(\d+)\.', k)] if m)
     res = block_resolutions(resolution)
     channels = [s['b4.conv.weight'].shape[0]] + [s[f'b{r}.conv0.weight'].shape[0] for r in res[1:]]

@@ -54,12 +54,14 @@ def read_networks(path, only=None) -> tuple[dict, dict]:
     provenance = {'source': str(path), 'sha256': sha256_of(path)}
     try:
         nets, source_format = _networks_from_container(container, obj)
-    except importers.ImportError_ as e:
+    except importers.StateError as e:
         raise LoadError(f'{path}: {e}') from None
     if not nets:
         raise LoadError(f'{path}: holds no StyleGAN2 network')
     provenance['source_format'] = source_format
     for name, (kind, arch, variables) in nets.items():
+        if only is not None and name not in only:
+            continue
         if kind == 'G' and variables['buffers']['mapping'].get('w_avg') is None:
             # rosinality's train.py saves no latent mean; estimate it as rosinality's own code does.
             nets[name] = (kind, arch, _with_w_avg(build(kind, arch), variables))
@@ -94,7 +96,7 @@ def _networks_from_container(container: str, obj) -> tuple[dict, str]:
         return nets, 'tensorflow-pickle'
     if container in ('torch', 'npz'):
         if not isinstance(obj, dict):
-            raise importers.ImportError_(f'holds a {type(obj).__name__}, not a dict of weights')
+            raise importers.StateError(f'holds a {type(obj).__name__}, not a dict of weights')
         if any(k in obj for k in _ROSINALITY_KEYS.values()):     # rosinality train.py / convert_weight.py
             for name, key in _ROSINALITY_KEYS.items():
                 if isinstance(obj.get(key), dict):
@@ -103,7 +105,7 @@ def _networks_from_container(container: str, obj) -> tuple[dict, str]:
         arrays = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
         kind, arch, variables = _import_flat(arrays, 'state_dict', obj.get('latent_avg'))
         return {'G_ema' if kind == 'G' else 'D': (kind, arch, variables)}, f'{container}-state-dict'
-    raise importers.ImportError_(f'unsupported container {container!r}')
+    raise importers.StateError(f'unsupported container {container!r}')
 
 
 def _import_flat(state: dict, what: str, latent_avg=None):
@@ -124,26 +126,52 @@ def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
         raise LoadError(f'{path}: directory has no {METADATA}; not a gsd StyleGAN2 checkpoint') from None
     except (OSError, ValueError) as e:
         raise LoadError(f'{meta_path}: unreadable metadata ({e})') from None
-    if meta.get('format') != 'gsd-stylegan2':
-        raise LoadError(f'{meta_path}: format is {meta.get("format")!r}, expected "gsd-stylegan2"')
+    networks = _validated_metadata(meta_path, meta)
     nets = {}
     ckptr = ocp.StandardCheckpointer()
-    for name, info in meta['networks'].items():
+    for name, (kind, arch) in networks.items():
         if only is not None and name not in only:
             nets[name] = None    # present, not restored
             continue
         try:
             variables = ckptr.restore((path / name).absolute())
         except Exception as e:  # orbax raises many types; the user needs the file and the reason
-            raise LoadError(f'{path / name}: cannot restore orbax checkpoint ({type(e).__name__}: '
-                            f'{str(e).splitlines()[0] if str(e) else ""})') from None
-        variables = jax.tree.map(np.asarray, variables)
-        arch = dict(info['arch'])
+            first = str(e).splitlines()[0] if str(e) else ''
+            raise LoadError(f'{path / name}: cannot restore orbax checkpoint ({type(e).__name__}: {first})') from None
+        nets[name] = (kind, arch, jax.tree.map(np.asarray, variables))
+    return nets, meta.get('provenance', {})
+
+
+_ARCH_FIELDS = {'G': set(Generator.__dataclass_fields__), 'D': set(Discriminator.__dataclass_fields__)}
+_ARCH_REQUIRED = {'G': {'resolution', 'channels', 'z_dim', 'w_dim', 'n_mlp'}, 'D': {'resolution', 'channels'}}
+
+
+def _validated_metadata(meta_path, meta) -> dict:
+    """{name: (kind, arch)} from gsd_stylegan2.json, or a LoadError saying what is wrong with it."""
+    def bad(problem):
+        return LoadError(f'{meta_path}: {problem}')
+    if not isinstance(meta, dict) or meta.get('format') != 'gsd-stylegan2':
+        found = meta.get('format') if isinstance(meta, dict) else type(meta).__name__
+        raise bad(f'format is {found!r}, expected "gsd-stylegan2"')
+    networks = meta.get('networks')
+    if not isinstance(networks, dict) or not networks:
+        raise bad('"networks" must be a non-empty object')
+    out = {}
+    for name, info in networks.items():
+        kind = info.get('kind') if isinstance(info, dict) else None
+        arch = info.get('arch') if isinstance(info, dict) else None
+        if kind not in ('G', 'D') or not isinstance(arch, dict):
+            raise bad(f'network {name!r} needs "kind" ("G" or "D") and an "arch" object')
+        missing = _ARCH_REQUIRED[kind] - set(arch)
+        unknown = set(arch) - _ARCH_FIELDS[kind]
+        if missing or unknown:
+            raise bad(f'network {name!r} arch: missing {sorted(missing)}, unknown {sorted(unknown)}')
+        arch = dict(arch)
         for k in ('channels', 'crop_rows'):
             if arch.get(k) is not None:
                 arch[k] = tuple(arch[k])
-        nets[name] = (info['kind'], arch, variables)
-    return nets, meta.get('provenance', {})
+        out[name] = (kind, arch)
+    return out
 
 
 def build(kind: str, arch: dict, dtype=jnp.float32, precision=None):
@@ -210,6 +238,10 @@ def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[di
     either the old directory or the complete new one."""
     import orbax.checkpoint as ocp
     out_dir = pathlib.Path(out_dir).absolute()
+    if out_dir.exists() and not (out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / METADATA).exists())):
+        # Only an empty directory or an earlier gsd checkpoint may be replaced: never a user's files.
+        raise LoadError(f'{out_dir}: exists and is not an empty directory or a gsd StyleGAN2 checkpoint; '
+                        f'refusing to overwrite it')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     try:

@@ -71,7 +71,7 @@ class EqualDense(nn.Module):
     def __call__(self, x):
         fan_in = x.shape[-1]
         w = self.param('weight', lambda k, s: jax.random.normal(k, s) / self.lr_mul, (fan_in, self.features))
-        b = self.param('bias', lambda k, s: jnp.full(s, self.bias_init / self.lr_mul), (self.features,))
+        b = self.param('bias', lambda k, s: jnp.full(s, self.bias_init / self.lr_mul, jnp.float32), (self.features,))
         y = jnp.dot(x, w.astype(x.dtype) * (self.lr_mul / math.sqrt(fan_in)), precision=self.precision)
         y = y + (b * self.lr_mul).astype(x.dtype)
         return lrelu_gain(y) if self.activation else y
