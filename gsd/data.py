@@ -299,8 +299,10 @@ def source_from_config(cfg):
     if kind == 'toy':
         return ToySource(cfg['resolution'], cfg['seed'])
     if kind == 'folder':
+        if not cfg.get('path'):
+            raise ValueError('data.kind is "folder" but data.path is empty: pass --config.gan.data.path=DIR')
         return ImageFolderSource(cfg['path'], cfg['resolution'])
     if kind == 'tfds':
-        return TfdsSource(cfg['name'], split=cfg.get('split', 'train'), data_dir=cfg.get('data_dir'),
+        return TfdsSource(cfg['name'], split=cfg.get('split', 'train'), data_dir=cfg.get('data_dir') or None,
                           image_key=cfg.get('image_key', 'image'), resolution=cfg.get('resolution'))
     raise ValueError(f'unknown data kind {kind!r}; expected one of {", ".join(KINDS)}')
