@@ -50,7 +50,7 @@ def upconv2x(x, w, *, precision=None):
         raise ValueError(f'upconv2x expects a 3x3 kernel, got {w.shape}')
     even = w[::-2]      # taps for inputs (q-1, q) along an axis of even parity
     odd = w[1:2]
-    conv = functools.partial(_bordered_conv, precision=precision)
+    conv = functools.partial(small_conv, pad=1, precision=precision)
     t_ee = conv(x, even[:, ::-2])      # (H+1, W+1)
     t_eo = conv(x, even[:, 1:2])       # (H+1, W+2): odd along x, zero first and last column
     t_oe = conv(x, odd[:, ::-2])       # (H+2, W+1)
@@ -64,28 +64,43 @@ def upconv2x(x, w, *, precision=None):
     return y.reshape(n, 2 * h, 2 * wd, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _bordered_conv(x, w, precision=None):
-    """conv2d with padding 1 on every side, for kernels of 1 or 2 taps per axis."""
-    return conv2d(x, w, padding=((1, 1), (1, 1)), precision=precision)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def small_conv(x, w, pad: int = 0, precision=None):
+    """Correlation with `pad` zeros on every side, for the 1- and 2-tap kernels of the phase convs.
+
+    XLA on CPU computes the weight gradient of a conv whose padding reaches past its kernel 10-20x
+    slower than that of a VALID conv on an explicitly padded input, and second derivatives (R1,
+    path length) hit the same path through the input gradient. Both gradients here are VALID
+    convs on explicitly padded (or cropped) arrays.
+    """
+    return conv2d(x, w, padding=((pad, pad), (pad, pad)), precision=precision)
 
 
-def _bordered_conv_fwd(x, w, precision):
-    return _bordered_conv(x, w, precision), (x, w)
+def _small_conv_fwd(x, w, pad, precision):
+    return small_conv(x, w, pad, precision), (x, w)
 
 
-def _bordered_conv_bwd(precision, residuals, dy):
-    # XLA on CPU computes the weight gradient of a conv whose padding reaches past its (1- or
-    # 2-tap) kernel 10-20x slower than the same gradient of a VALID conv on an explicitly padded
-    # input; the input gradient is fast either way.
+def _pad_or_crop(x, amount: int):
+    if amount >= 0:
+        return jnp.pad(x, ((0, 0), (amount, amount), (amount, amount), (0, 0)))
+    return x[:, -amount:x.shape[1] + amount, -amount:x.shape[2] + amount]
+
+
+def _small_conv_bwd(pad, precision, residuals, dy):
     x, w = residuals
-    _, vjp_x = jax.vjp(lambda x: conv2d(x, w, padding=((1, 1), (1, 1)), precision=precision), x)
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    kh, kw = w.shape[:2]
+    if kh != kw:   # 2x1 / 1x2 kernels: pad each axis by its own amount
+        dyp = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+        dyp = dyp[:, pad:dyp.shape[1] - pad, pad:dyp.shape[2] - pad]
+    else:
+        dyp = _pad_or_crop(dy, kh - 1 - pad)
+    dx = conv2d(dyp, jnp.swapaxes(w[::-1, ::-1], 2, 3), padding='VALID', precision=precision)
+    xp = _pad_or_crop(x, pad)
     _, vjp_w = jax.vjp(lambda w: conv2d(xp, w, padding='VALID', precision=precision), w)
-    return vjp_x(dy)[0], vjp_w(dy)[0]
+    return dx, vjp_w(dy)[0]
 
 
-_bordered_conv.defvjp(_bordered_conv_fwd, _bordered_conv_bwd)
+small_conv.defvjp(_small_conv_fwd, _small_conv_bwd)
 
 
 def _blur_phases(even, odd, axis: int, n: int):
@@ -111,7 +126,7 @@ def downconv2x(x, w, *, precision=None):
     if (kh, kw) != (3, 3):
         raise ValueError(f'downconv2x expects a 3x3 kernel, got {w.shape}')
     z = _blur_axis(_blur_axis(x, 1), 2)                 # (H+1, W+1)
-    conv = functools.partial(conv2d, padding='VALID', precision=precision)
+    conv = functools.partial(small_conv, pad=0, precision=precision)
     even, odd = w[::2], w[1:2]                           # taps on z[2q], z[2q+2] and on z[2q+1]
     y = conv(z[:, ::2, ::2], even[:, ::2])               # (H/2+1, W/2+1) phase, 2x2 taps
     y = y + conv(z[:, ::2, 1::2], even[:, 1:2])          # (H/2+1, W/2)
