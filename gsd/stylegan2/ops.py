@@ -144,13 +144,6 @@ def _blur_axis(x, axis: int):
     return (sl(xp, 0, n) + 3.0 * sl(xp, 1, n + 1) + 3.0 * sl(xp, 2, n + 2) + sl(xp, 3, n + 3)) * 0.125
 
 
-def space_to_depth2x(x):
-    """(N, H, W, C) -> (N, H/2, W/2, 4C), channel order (r_y, r_x, C)."""
-    n, h, w, c = x.shape
-    x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, h // 2, w // 2, 4 * c)
-
-
 def _shift(x, axis: int, offset: int):
     """y[i] = x[i + offset] along `axis`, zero outside."""
     pad = [(0, 0)] * x.ndim
