@@ -26,10 +26,9 @@ import pytest
 from gsd import stylegan2
 from gsd.stylegan2.loading import build
 from gsd.stylegan2.readers import read_pickle_file, read_torch_file
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, TOL, close, nchw
 from writers import Globals, write_tf_pickle, write_torch_zip
 
-TOL = 1e-4
 NVIDIA_NPZ = FIXTURES / 'nvidia_public_state.npz'
 NVIDIA_PKL = FIXTURES / 'nvidia_public.pkl'
 ROSINALITY_PT = FIXTURES / 'rosinality_public.pt'
@@ -37,18 +36,6 @@ CONVERTER = REPO / 'tools' / 'convert_checkpoint.py'
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
-
-def nchw(x):
-    return np.asarray(x).transpose(0, 3, 1, 2)
-
-
-def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    err = float(np.abs(a - b).max())
-    assert err <= tol, f'max abs error {err:.3g} > {tol}'
-    return err
-
 
 # One compiled function per architecture (modules are hashable): the many files below holding the same network
 # share it, and each function computes all the images a test compares (XLA compiles one big graph faster than

@@ -9,21 +9,8 @@ import pytest
 
 from gsd import stylegan2
 from gsd.stylegan2.networks import layer_names
-from conftest import FIXTURES
+from conftest import FIXTURES, TOL, close, nchw
 
-TOL = 1e-4
-
-
-def nchw(x):
-    return np.asarray(x).transpose(0, 3, 1, 2)
-
-
-def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    err = float(np.abs(a - b).max())
-    assert err <= tol, f'max abs error {err:.3g} > {tol}'
-    return err
 
 
 @functools.lru_cache(maxsize=None)
