@@ -45,3 +45,20 @@ def write_png(path, array: np.ndarray, palette=None) -> pathlib.Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def read_rgb(path) -> np.ndarray:
+    """A PNG/JPEG as (H, W, 3) uint8; an unreadable file raises ValueError naming it."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert('RGB'))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f'{path}: cannot read image ({e})') from None
+
+
+def read_palette_indices(path) -> np.ndarray:
+    """The indices of an indexed (palette) PNG as (H, W) uint8."""
+    with Image.open(path) as img:
+        if img.mode != 'P':
+            raise ValueError(f'{path}: expected an indexed (palette) PNG, got mode {img.mode}')
+        return np.asarray(img)

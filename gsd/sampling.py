@@ -15,11 +15,26 @@ from gsd import images as image_io
 from gsd import stylegan2
 
 
+TOY_CHECKPOINT = 'gsd:toy'   # the toy generator shipped in the package (gsd.toy.pretrained)
+
+
 def build_generator(gen: ml_collections.ConfigDict):
-    """(module, variables) from a config's `generator` block: a checkpoint path, or random weights
-    of the architecture the block describes (checkpoint=None)."""
-    if gen.checkpoint:
-        return stylegan2.load(gen.checkpoint, gen.get('which', 'G_ema'),
+    """(module, variables) from a config's `generator` block: a checkpoint path, 'gsd:toy' (the
+    shipped toy generator), or random weights of the architecture the block describes (checkpoint '')."""
+    if gen.checkpoint == TOY_CHECKPOINT:
+        from gsd import toy
+        return toy.pretrained()
+    if gen.checkpoint or gen.get('expected'):
+        path = pathlib.Path(gen.checkpoint).expanduser()
+        if not gen.checkpoint or not path.exists():
+            hint = gen.get('official', '')
+            raise FileNotFoundError(
+                f'{gen.checkpoint or "generator.checkpoint"}: generator checkpoint not '
+                f'{"found" if gen.checkpoint else "given"}' + (
+                    f'; this config expects {hint} - download it yourself, then run it as is or convert it '
+                    f'once with `python tools/convert_checkpoint.py FILE OUT_DIR` and pass '
+                    f'--config.generator.checkpoint=FILE_OR_OUT_DIR' if hint else ''))
+        return stylegan2.load(path, gen.get('which', 'G_ema'),
                               crop_rows=tuple(gen.crop_rows) if gen.get('crop_rows') else None)
     module = _random_generator(gen)
     variables = jax.jit(module.init)(jax.random.PRNGKey(gen.init_seed), jnp.zeros((1, module.z_dim)))
@@ -31,12 +46,24 @@ def _random_generator(gen) -> stylegan2.Generator:
     return stylegan2.Generator(gen.resolution, channels, z_dim=gen.z_dim, w_dim=gen.w_dim, n_mlp=gen.n_mlp)
 
 
+def architecture(gen: ml_collections.ConfigDict):
+    """The generator module a config's `generator` block will load, when known without reading a user
+    file: the shipped toy generator, the architecture a paper config expects (`expected`), or the
+    random-weights one; None for an arbitrary checkpoint."""
+    if gen.checkpoint == TOY_CHECKPOINT:
+        from gsd import toy
+        return toy.pretrained()[0]
+    if gen.get('expected'):
+        return _random_generator(gen.expected)
+    if gen.checkpoint:
+        return None
+    return _random_generator(gen)
+
+
 def models(config) -> dict:
     """{name: (module, example_args)} this stage builds, for shape checks without running it."""
-    gen = config.generator
-    if gen.checkpoint:
-        return {}
-    return {'generator': (_random_generator(gen), (jnp.zeros((1, gen.z_dim)),))}
+    module = architecture(config.generator)
+    return {} if module is None else {'generator': (module, (jnp.zeros((1, module.z_dim)),))}
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:

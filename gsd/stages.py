@@ -9,6 +9,10 @@ import pathlib
 STAGES = {
     'samples': 'gsd.sampling',
     'train_gan': 'gsd.train_gan',
+    'shots': 'gsd.shots',
+    'fewshot': 'gsd.fewshot',
+    'segment': 'gsd.segment',
+    'report': 'gsd.report',
 }
 
 

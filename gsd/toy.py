@@ -335,6 +335,20 @@ def annotate(image: np.ndarray) -> np.ndarray | None:
     return toy_annotate.annotate(image)
 
 
+PRETRAINED_DIR = pathlib.Path(__file__).parent / 'assets' / 'toy_generator'
+
+
+def pretrained(dtype=None):
+    """(module, variables) of the toy generator shipped with gsd (64 px StyleGAN2 trained by
+    configs/toy_gan.py; its docstring records the command, time and quality). Usable anywhere a
+    loaded checkpoint is, e.g. `generator.checkpoint = 'gsd:toy'` in a config."""
+    from gsd import stylegan2   # imported here: the renderer itself needs no JAX
+    kw = {} if dtype is None else {'dtype': dtype}
+    if not (PRETRAINED_DIR / 'gsd_stylegan2.json').exists():
+        raise FileNotFoundError(f'{PRETRAINED_DIR}: the shipped toy generator is missing from this install')
+    return stylegan2.load(PRETRAINED_DIR, 'G_ema', **kw)
+
+
 def _valid_png(path: pathlib.Path, size: int, mode: str) -> bool:
     """A complete, decodable PNG of the expected size and mode (a crash or a foreign file is redone)."""
     try:

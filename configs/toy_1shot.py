@@ -1,0 +1,94 @@
+"""One-shot part segmentation in the toy world: gsd's demo, end to end on a laptop CPU.
+
+Command:
+    python -m gsd.main --config=configs/toy_1shot.py --workdir=/tmp/toy_1shot
+Stages: `shots` samples one image from the shipped toy generator (gsd.toy.pretrained) and the
+scripted toy annotator labels it (the person's job in the paper's workflow); `fewshot` trains the
+paper's CNN head on that one image's GAN features; `report` projects 100 held-out real toy images
+into the GAN, segments them, runs the baselines and writes WORKDIR/metrics.json, WORKDIR/eval/ and
+WORKDIR/report.html.
+Runtime and result on 2 CPU cores: see README ("The toy demo"); target <= 10 minutes.
+
+`--config.seed=N` changes every random choice: which generated sample is labelled, head
+initialisation, projection noise and which real toy images are the test and supervised sets.
+`:smoke` shrinks it to a seconds-long run (few epochs, 4 test images, few projection steps).
+"""
+
+import ml_collections
+
+from gsd import toy   # class names and colours of the toy world (imports only numpy and PIL)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return build(shots=1, arg=arg, name='toy_1shot')
+
+
+def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stages = ('shots', 'fewshot', 'report')
+    c.seed = 0
+
+    g = c.generator = ml_collections.ConfigDict()
+    g.checkpoint = 'gsd:toy'           # the shipped toy generator; any gsd.stylegan2.load path works
+    g.which = 'G_ema'
+
+    k = c.classes = ml_collections.ConfigDict()
+    k.names = toy.CLASSES
+    k.colours = [tuple(int(v) for v in col) for col in toy.PALETTE]
+    # Class ids swapped by a horizontal flip (left_eye <-> right_eye), for augmentation.
+    k.flip_permutation = (0, 1, 2, 4, 3, 5, 6)
+
+    s = c.shots = ml_collections.ConfigDict()
+    s.num = shots                      # labelled generated images
+    s.truncation_psi = 0.7
+    s.annotator = 'toy'                # 'none': write label templates for a person to paint
+    s.batch_size = 8
+    s.max_candidates = 400
+
+    f = c.fewshot = ml_collections.ConfigDict()
+    f.head = 'cnn'                     # the paper's CNN head; 'mlp' for its MLP
+    f.ensemble = 1                     # heads trained at once (vmapped, over devices); predictions averaged
+    f.layers = ()                      # explicit conv names; or:
+    f.groups = ''                      # Table 7's groups, e.g. 'AB'; or:
+    f.res_range = ()                   # (min_px, max_px); all empty = the authors' set (8 px .. full)
+    f.feature_size = 0                 # 0 = the generator's resolution
+    f.upsample = 'bilinear'
+    f.align_corners = True
+    f.epochs = 1000                    # the paper's schedule: Adam 1e-3, weight decay 1e-3, lr / 10 every 50
+    f.lr = 1e-3
+    f.weight_decay = 1e-3
+    f.lr_decay_every = 50
+    f.lr_decay_factor = 0.1
+    f.batch_size = 1
+
+    p = c.projection = ml_collections.ConfigDict()
+    p.loss = 'pixel'                   # 'lpips' with vgg16_path and lpips_path (see gsd.projection)
+    p.vgg16_path = ''
+    p.lpips_path = ''
+    p.space = 'w+'
+    p.optimize_noise = True
+    p.steps = 200                      # the standard recipe's schedule compressed (1000 for photos)
+    p.lr = 0.1
+    p.batch_size = 50                  # images projected together in one program
+
+    c.segment = ml_collections.ConfigDict()
+    c.segment.input = ''               # folder of images for the `segment` stage
+
+    r = c.report = ml_collections.ConfigDict()
+    r.data = 'toy'
+    r.num_test = 100
+    r.test_seed = c.get_ref('seed') + 2_000_000    # toy.sample streams; the GAN trained on seed 1000's
+    r.supervised_seed = c.get_ref('seed') + 3_000_000
+    r.methods = ('fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot')
+    r.supervised_steps = 400
+    r.supervised_batch = 8
+    r.unet_width = 16
+    r.num_shown = 16
+
+    if arg == 'smoke':
+        f.epochs, f.lr_decay_every = 6, 2
+        p.steps, p.batch_size = 5, 4
+        r.num_test, r.supervised_steps, r.supervised_batch, r.num_shown = 4, 3, 2, 4
+    elif arg:
+        raise ValueError(f'unknown config argument {arg!r}; use configs/{name}.py or configs/{name}.py:smoke')
+    return c

@@ -1,0 +1,154 @@
+"""Few-shot stage: train the segmentation head(s) on the labelled shots' GAN features.
+
+Reads WORKDIR/shots (see `gsd.shots`), runs the generator once on the shots' w+ (constant noise, as
+they were sampled) capturing the chosen synthesis convs, and trains `config.fewshot.ensemble` heads
+in one compiled program (`gsd.heads.train_heads`: vmapped, split over local devices). The head's
+first layer is applied per layer at that layer's own resolution (`first_layer_fused`), so the
+concatenated (H, W, C) feature map is never built. Writes
+
+    heads/params/          orbax checkpoint of the stacked head parameters (leading axis = member)
+    heads/heads.json       everything needed to rebuild the head: kind, classes, layers, layout
+    heads/train_loss.json  per-member loss per epoch (every 10th epoch)
+
+`load(workdir)` returns a `Segmenter` that maps w+ (and noise) to class probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import tempfile
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gsd import features, heads, sampling, shots
+
+HEAD_KINDS = ('cnn', 'mlp')
+
+
+def make_head(kind: str, num_classes: int, layout: features.FeatureLayout):
+    if kind == 'cnn':
+        return heads.CNNHead(num_classes, in_features=layout.channels, first_layer_fused=True, layout=layout)
+    if kind == 'mlp':
+        return heads.MLPHead(num_classes, in_features=layout.channels, first_layer_fused=True, layout=layout)
+    raise ValueError(f'fewshot.head must be one of {HEAD_KINDS}, got {kind!r}')
+
+
+def extractor_for(module, cfg: ml_collections.ConfigDict) -> features.FeatureExtractor:
+    """The feature extractor a `fewshot` config block describes (layers by name, groups or range)."""
+    layers = features.select_layers(module.resolution, layers=tuple(cfg.layers) if cfg.layers else None,
+                                    groups=cfg.groups or None,
+                                    res_range=tuple(cfg.res_range) if cfg.res_range else None)
+    return features.FeatureExtractor(module, cfg.feature_size or module.resolution, layers, cfg.upsample,
+                                     cfg.align_corners)
+
+
+def models(config) -> dict:
+    module = sampling.architecture(config.generator)
+    if module is None:
+        return {}
+    ext = extractor_for(module, config.fewshot)
+    head = make_head(config.fewshot.head, len(config.classes.names), ext.layout)
+    example = {n: jnp.zeros((1, features.layer_resolution(n), features.layer_resolution(n), c))
+               for n, c in zip(ext.layout.layers, ext.layout.layer_channels)}
+    return {'head': (head, (example,))}
+
+
+@dataclasses.dataclass(eq=False)
+class Segmenter:
+    """Generator + trained heads: w+ -> per-pixel class probabilities (ensemble mean)."""
+    module: Any
+    variables: Any
+    extractor: features.FeatureExtractor
+    head: Any
+    params: Any            # stacked along a leading member axis
+    classes: tuple[str, ...]
+
+    def __post_init__(self):
+        self._probs = jax.jit(self._probabilities, static_argnames='noise_mode')
+
+    def _probabilities(self, params, variables, ws, noise, noise_mode):
+        images, acts = self.extractor._images_and_acts(variables, ws, noise, None, noise_mode)
+        logits = jax.vmap(lambda p: self.head.apply({'params': p}, acts))(params)
+        return images, jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0), jnp.mean(logits, axis=0)
+
+    def __call__(self, ws, noise=None, noise_mode: str = 'const'):
+        """(images raw (N, H, W, 3), probabilities (N, S, S, K), mean logits (N, S, S, K))."""
+        return self._probs(self.params, self.variables, ws, noise, noise_mode=noise_mode)
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> dict:
+    cfg = config.fewshot
+    workdir = pathlib.Path(workdir)
+    out = workdir / 'heads'
+    t0 = time.time()
+    module, variables = sampling.build_generator(config.generator)
+    _, ws, labels = shots.read(workdir, config)
+    ext = extractor_for(module, cfg)
+    if labels.shape[1] != ext.out_size:
+        raise ValueError(f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '
+                         f'{ext.out_size} px (fewshot.feature_size)')
+    acts = ext.activations(variables, jnp.asarray(ws))
+    head = make_head(cfg.head, len(config.classes.names), ext.layout)
+    keys = jax.random.split(jax.random.key(config.seed + 1), cfg.ensemble)
+    params, losses = heads.train_heads(head, keys, acts, labels, epochs=cfg.epochs, lr=cfg.lr,
+                                       weight_decay=cfg.weight_decay, lr_decay_every=cfg.lr_decay_every,
+                                       lr_decay_factor=cfg.lr_decay_factor, batch_size=cfg.batch_size)
+    losses = np.asarray(losses)
+    if not np.all(np.isfinite(losses[:, -1])):
+        raise FloatingPointError(f'fewshot: head training diverged (final losses {losses[:, -1]})')
+    meta = {'head': cfg.head, 'ensemble': int(cfg.ensemble), 'classes': list(config.classes.names),
+            'layers': list(ext.layout.layers), 'layer_channels': list(ext.layout.layer_channels),
+            'feature_size': ext.out_size, 'generator_resolution': module.resolution, 'upsample': ext.upsample, 'align_corners': ext.align_corners,
+            'shots': int(labels.shape[0]), 'epochs': int(cfg.epochs),
+            'final_loss': [float(x) for x in losses[:, -1]], 'seconds': round(time.time() - t0, 1)}
+    _save(out, jax.device_get(params), meta, losses)
+    print(f'fewshot: {cfg.ensemble} {cfg.head} head(s) on {labels.shape[0]} shot(s), '
+          f'{ext.layout.channels} feature channels; final loss {np.mean(losses[:, -1]):.4f}; '
+          f'{meta["seconds"]} s -> {out}')
+    return meta
+
+
+def _save(out: pathlib.Path, params, meta: dict, losses: np.ndarray) -> None:
+    import orbax.checkpoint as ocp
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix='.heads.', dir=out.parent))
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(tmp / 'params', params)
+        (tmp / 'heads.json').write_text(json.dumps(meta, indent=1))
+        (tmp / 'train_loss.json').write_text(json.dumps(losses[:, ::10].round(5).tolist()))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(workdir) -> dict:
+    path = pathlib.Path(workdir) / 'heads' / 'heads.json'
+    if not path.exists():
+        raise FileNotFoundError(f'{path.parent}: no trained heads here; run the fewshot stage first')
+    return json.loads(path.read_text())
+
+
+def load(workdir, config, generator: Optional[tuple] = None) -> Segmenter:
+    """The Segmenter a `fewshot` run wrote to WORKDIR/heads (generator from the config unless given)."""
+    import orbax.checkpoint as ocp
+    out = pathlib.Path(workdir) / 'heads'
+    meta = read_meta(workdir)
+    module, variables = generator or sampling.build_generator(config.generator)
+    ext = features.FeatureExtractor(module, meta['feature_size'], meta['layers'], meta['upsample'],
+                                    meta['align_corners'])
+    head = make_head(meta['head'], len(meta['classes']), ext.layout)
+    with ocp.StandardCheckpointer() as ckpt:
+        params = ckpt.restore((out / 'params').absolute())
+    return Segmenter(module, variables, ext, head, params, tuple(meta['classes']))
