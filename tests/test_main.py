@@ -32,3 +32,17 @@ def test_missing_workdir_flag_is_a_usage_error(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'gsd.main', '--config=configs/samples.py:smoke'], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and 'workdir' in proc.stderr
+
+
+def test_toy_1shot_smoke_run(tmp_path):
+    """README's main job in its :smoke form, through the command line, on the shipped toy generator."""
+    cmd = [sys.executable, '-m', 'gsd.main', '--config=configs/toy_1shot.py:smoke', f'--workdir={tmp_path}']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert set(metrics) == {'fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot'}
+    for values in metrics.values():
+        assert 0 <= values['mean_iou'] <= 100 and 0 <= values['weighted_iou'] <= 100
+    labels = np.asarray(Image.open(tmp_path / 'shots' / 'labels' / '00000.png'))
+    assert len(np.unique(labels)) == 7, 'the toy annotator labels every class of an accepted sample'
+    assert (tmp_path / 'report.html').exists() and (tmp_path / 'eval' / 'fewshot' / 'pred' / '00003.png').exists()
