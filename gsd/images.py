@@ -55,10 +55,3 @@ def read_rgb(path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f'{path}: cannot read image ({e})') from None
 
-
-def read_palette_indices(path) -> np.ndarray:
-    """The indices of an indexed (palette) PNG as (H, W) uint8."""
-    with Image.open(path) as img:
-        if img.mode != 'P':
-            raise ValueError(f'{path}: expected an indexed (palette) PNG, got mode {img.mode}')
-        return np.asarray(img)

@@ -102,7 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         image_io.write_png(eval_dir / 'gt' / f'{i:05d}.png', m.astype(np.uint8), palette=colours)
         image_io.write_png(eval_dir / 'images' / f'{i:05d}.png', test_images[i])
 
-    metrics, detail = {}, {}
+    metrics, detail, predictions = {}, {}, {}
     for method in cfg.methods:
         t0 = time.time()
         extra = {}
@@ -124,6 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         metrics[method] = {'weighted_iou': r['weighted_iou_no_bg'], 'mean_iou': r['mean_iou'],
                            'per_class_iou': r['per_class_iou']}
         detail[method] = {**r, **extra, 'seconds': round(time.time() - t0, 1)}
+        predictions[method] = pred[:cfg.num_shown]
         for i, p in enumerate(pred):
             image_io.write_png(eval_dir / method / 'pred' / f'{i:05d}.png', p.astype(np.uint8), palette=colours)
         print(f'report: {method}: weighted IoU (parts) {r["weighted_iou_no_bg"]:.1f}, mean IoU {r["mean_iou"]:.1f} '
@@ -131,7 +132,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
 
     (workdir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
     (workdir / 'metrics_detail.json').write_text(json.dumps(detail, indent=1))
-    _write_html(workdir, config, metrics, detail, test_images, colours)
+    _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, colours)
     return metrics
 
 
@@ -148,7 +149,8 @@ def _supervised(config, k: int, test_images) -> np.ndarray:
     return np.asarray(unet.predict(model, params, test_images, batch_size=50, output='labels'))
 
 
-def _write_html(workdir: pathlib.Path, config, metrics: dict, detail: dict, test_images, colours) -> None:
+def _write_html(workdir: pathlib.Path, config, metrics: dict, detail: dict, test_images, test_masks,
+                predictions: dict, colours) -> None:
     names = tuple(config.classes.names)
     n_show = min(config.report.num_shown, test_images.shape[0])
     rows = ''.join(
@@ -161,18 +163,15 @@ def _write_html(workdir: pathlib.Path, config, metrics: dict, detail: dict, test
     shown = test_images[:n_show]
     image_io.write_png(workdir / 'eval' / 'overview_images.png', image_io.grid(shown, cols=8))
     figs.append(('test images', 'eval/overview_images.png'))
-    gt = np.stack([image_io.read_palette_indices(workdir / 'eval' / 'gt' / f'{i:05d}.png') for i in range(n_show)])
+    gt = test_masks[:n_show]
     image_io.write_png(workdir / 'eval' / 'overview_gt.png',
                        image_io.grid(np.stack([overlay(a, b, colours) for a, b in zip(shown, gt)]), cols=8))
     figs.append(('ground truth', 'eval/overview_gt.png'))
     for m in metrics:
-        pred = np.stack([image_io.read_palette_indices(workdir / 'eval' / m / 'pred' / f'{i:05d}.png')
-                         for i in range(n_show)])
+        pred = predictions[m][:n_show]
         image_io.write_png(workdir / 'eval' / f'overview_{m}.png',
                            image_io.grid(np.stack([overlay(a, b, colours) for a, b in zip(shown, pred)]), cols=8))
         figs.append((m, f'eval/overview_{m}.png'))
-    for title, path in config.report.get('extra_figures', {}).items():
-        figs.append((title, path))
     legend = ''.join(f'<span style="background:rgb{tuple(int(x) for x in c)};padding:2px 8px;margin:2px">'
                      f'{html.escape(n)}</span>' for n, c in zip(names, colours))
     figures = ''.join(f'<h3>{html.escape(t)}</h3><img src="{html.escape(p)}" style="image-rendering:pixelated;'
