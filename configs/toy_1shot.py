@@ -16,7 +16,8 @@ initialisation, projection noise and which real toy images are the test and supe
 
 import ml_collections
 
-from gsd import toy   # class names and colours of the toy world (imports only numpy and PIL)
+from gsd import autoshot   # the auto-shot config blocks
+from gsd import toy        # class names and colours of the toy world
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -25,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.stages = ('shots', 'fewshot', 'report')
+    c.stages = ('shots', 'fewshot', 'autoshot_data', 'autoshot', 'report')
     c.seed = 0
 
     g = c.generator = ml_collections.ConfigDict()
@@ -71,6 +72,9 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     p.lr = 0.1
     p.batch_size = 50                  # images projected together in one program
 
+    # Auto-shot (paper 3.3): the heads label generated images, a UNet learns from them (gsd.autoshot).
+    autoshot.add_config(c, num_images=1000, base_width=16, epochs=6, batch_size=16)
+
     c.segment = ml_collections.ConfigDict()
     c.segment.input = ''               # folder of images for the `segment` stage
 
@@ -79,7 +83,8 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     r.num_test = 100
     r.test_seed = c.get_ref('seed') + 2_000_000    # toy.sample streams; the GAN trained on seed 1000's
     r.supervised_seed = c.get_ref('seed') + 3_000_000
-    r.methods = ('fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot')
+    r.methods = ('fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot', 'autoshot')
+    r.composite = True                 # also segment 3 toy faces on a 192x128 canvas (auto-shot's UNet)
     r.supervised_steps = 400
     r.supervised_batch = 8
     r.unet_width = 16
@@ -88,6 +93,8 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     if arg == 'smoke':
         f.epochs, f.lr_decay_every = 6, 2
         p.steps, p.batch_size = 5, 4
+        c.autoshot_data.num_images, c.autoshot_data.chunk_size, c.autoshot_data.batch_size = 24, 8, 4
+        c.autoshot.epochs, c.autoshot.batch_size = 2, 4
         r.num_test, r.supervised_steps, r.supervised_batch, r.num_shown = 4, 3, 2, 4
     elif arg:
         raise ValueError(f'unknown config argument {arg!r}; use configs/{name}.py or configs/{name}.py:smoke')

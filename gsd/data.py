@@ -118,7 +118,8 @@ def _array_to_square(image: np.ndarray, resolution: int | None) -> np.ndarray:
 
 class ImageFolderSource:
     """Every image under `root` (recursively; .png .jpg .jpeg .bmp .webp, any case), sorted by path,
-    as (resolution, resolution, 3) uint8 after a centre crop and resize.
+    as (resolution, resolution, 3) uint8 after a centre crop and resize, or at its own size and
+    aspect with ``resolution=None`` (for segmenters that take any size).
 
     Each header is read once at construction; files Pillow cannot open are warned about
     (UnreadableImageWarning, one line each), recorded in `.skipped` as (path, reason) and excluded.
@@ -133,9 +134,9 @@ class ImageFolderSource:
     Pillow's convert('RGB').
     """
 
-    def __init__(self, root, resolution: int):
+    def __init__(self, root, resolution: int | None):
         self.root = pathlib.Path(root)
-        self.resolution = int(resolution)
+        self.resolution = None if resolution is None else int(resolution)
         self.skipped: list[tuple[str, str]] = []
         self._lock = threading.Lock()   # grain reads with several threads
         self._bad: set[int] = set()
@@ -175,7 +176,8 @@ class ImageFolderSource:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             # np.array: an owned, writable copy (arrays viewing PIL's buffer are read-only).
-            return np.array(_square_resize(_to_rgb(img, path), self.resolution), np.uint8)
+            rgb = _to_rgb(img, path)
+            return np.array(rgb if self.resolution is None else _square_resize(rgb, self.resolution), np.uint8)
 
     def __getitem__(self, i) -> np.ndarray:
         n = len(self.paths)

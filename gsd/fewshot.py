@@ -16,10 +16,9 @@ concatenated (H, W, C) feature map is never built. Writes
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
-import shutil
-import tempfile
 import time
 from typing import Any, Optional
 
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gsd import features, heads, sampling, shots
+from gsd import features, heads, param_store, sampling, shots
 
 HEAD_KINDS = ('cnn', 'mlp')
 
@@ -84,13 +83,28 @@ class Segmenter:
         return self._probs(self.params, self.variables, ws, noise, noise_mode=noise_mode)
 
 
+def _settings(config, ws, labels) -> dict:
+    """What the heads are a function of: the config, the generator and the labelled shots."""
+    digest = hashlib.sha256(np.ascontiguousarray(ws).tobytes() + np.ascontiguousarray(labels).tobytes())
+    return {'seed': int(config.seed), 'fewshot': config.fewshot.to_dict(), 'generator': str(config.generator.checkpoint),
+            'shots': digest.hexdigest()[:16]}
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Train the heads, unless WORKDIR/heads already holds heads trained with the same settings on the
+    same shots (a rerun of a pipeline keeps them, and what was made from them stays valid)."""
     cfg = config.fewshot
     workdir = pathlib.Path(workdir)
     out = workdir / 'heads'
     t0 = time.time()
-    module, variables = sampling.build_generator(config.generator)
     _, ws, labels = shots.read(workdir, config)
+    settings = json.loads(json.dumps(_settings(config, ws, labels)))   # as it reads back from JSON
+    if (out / 'heads.json').exists():
+        before = read_meta(workdir)
+        if before.get('settings') == settings:
+            print(f'fewshot: {out} already holds heads trained with these settings on these shots; kept')
+            return before
+    module, variables = sampling.build_generator(config.generator)
     ext = extractor_for(module, cfg)
     if labels.shape[1] != ext.out_size:
         raise ValueError(f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '
@@ -104,33 +118,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[:, -1])):
         raise FloatingPointError(f'fewshot: head training diverged (final losses {losses[:, -1]})')
-    meta = {'head': cfg.head, 'ensemble': int(cfg.ensemble), 'classes': list(config.classes.names),
+    meta = {'settings': settings, 'head': cfg.head, 'ensemble': int(cfg.ensemble), 'classes': list(config.classes.names),
             'layers': list(ext.layout.layers), 'layer_channels': list(ext.layout.layer_channels),
             'feature_size': ext.out_size, 'generator_resolution': module.resolution, 'upsample': ext.upsample, 'align_corners': ext.align_corners,
             'shots': int(labels.shape[0]), 'epochs': int(cfg.epochs),
             'final_loss': [float(x) for x in losses[:, -1]], 'seconds': round(time.time() - t0, 1)}
-    _save(out, jax.device_get(params), meta, losses)
+    param_store.write(out, jax.device_get(params),
+                      {'heads.json': meta, 'train_loss.json': losses[:, ::10].round(5).tolist()})
     print(f'fewshot: {cfg.ensemble} {cfg.head} head(s) on {labels.shape[0]} shot(s), '
           f'{ext.layout.channels} feature channels; final loss {np.mean(losses[:, -1]):.4f}; '
           f'{meta["seconds"]} s -> {out}')
     return meta
-
-
-def _save(out: pathlib.Path, params, meta: dict, losses: np.ndarray) -> None:
-    import orbax.checkpoint as ocp
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix='.heads.', dir=out.parent))
-    try:
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(tmp / 'params', params)
-        (tmp / 'heads.json').write_text(json.dumps(meta, indent=1))
-        (tmp / 'train_loss.json').write_text(json.dumps(losses[:, ::10].round(5).tolist()))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_meta(workdir) -> dict:
@@ -142,13 +140,11 @@ def read_meta(workdir) -> dict:
 
 def load(workdir, config, generator: Optional[tuple] = None) -> Segmenter:
     """The Segmenter a `fewshot` run wrote to WORKDIR/heads (generator from the config unless given)."""
-    import orbax.checkpoint as ocp
     out = pathlib.Path(workdir) / 'heads'
     meta = read_meta(workdir)
     module, variables = generator or sampling.build_generator(config.generator)
     ext = features.FeatureExtractor(module, meta['feature_size'], meta['layers'], meta['upsample'],
                                     meta['align_corners'])
     head = make_head(meta['head'], len(meta['classes']), ext.layout)
-    with ocp.StandardCheckpointer() as ckpt:
-        params = ckpt.restore((out / 'params').absolute())
+    params = param_store.read_params(out)
     return Segmenter(module, variables, ext, head, params, tuple(meta['classes']))

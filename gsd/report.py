@@ -27,7 +27,7 @@ import time
 import ml_collections
 import numpy as np
 
-from gsd import baselines, evaluation, fewshot, segment, shots, unet
+from gsd import baselines, evaluation, fewshot, segment, shots, stages, unet
 from gsd import images as image_io
 
 METHODS = ('fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot', 'autoshot')
@@ -92,7 +92,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     cfg = config.report
     names = tuple(config.classes.names)
     colours = shots.palette(config)
-    unknown = [m for m in cfg.methods if m not in METHODS]
+    methods = stages.names(cfg.methods)
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f'report.methods: unknown {unknown}; known {METHODS}')
     seg_meta = fewshot.read_meta(workdir)
@@ -103,7 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         image_io.write_png(eval_dir / 'images' / f'{i:05d}.png', test_images[i])
 
     metrics, detail, predictions = {}, {}, {}
-    for method in cfg.methods:
+    for method in methods:
         t0 = time.time()
         extra = {}
         if method == 'fewshot':
@@ -114,10 +115,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
             pred = clf(test_images)
         elif method.startswith('supervised_'):
             k = int(method[len('supervised_'):-len('shot')])
-            pred = _supervised(config, k, test_images)
-        else:   # autoshot
+            pad = max(int(m[len('supervised_'):-len('shot')]) for m in methods if m.startswith('supervised_'))
+            pred = _supervised(config, k, test_images, pad)
+        else:   # autoshot: the UNet at the test images' own size, no GAN
             from gsd import autoshot
-            pred = autoshot.load(workdir, config).segment(test_images)
+            pred = _resize_nearest(np.asarray(autoshot.load(workdir).segment(test_images)), test_masks.shape[1])
         conf = evaluation.Confusion(len(names), names)
         conf.update(test_masks, pred)
         r = conf.results(background=0)
@@ -130,13 +132,44 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         print(f'report: {method}: weighted IoU (parts) {r["weighted_iou_no_bg"]:.1f}, mean IoU {r["mean_iou"]:.1f} '
               f'({detail[method]["seconds"]} s)')
 
+    composite = None
+    if cfg.data == 'toy' and cfg.get('composite') and 'autoshot' in methods:
+        composite = _composite(config, workdir, colours)
+        detail['autoshot']['composite'] = composite
     (workdir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
     (workdir / 'metrics_detail.json').write_text(json.dumps(detail, indent=1))
-    _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, colours)
+    _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, colours, composite)
     return metrics
 
 
-def _supervised(config, k: int, test_images) -> np.ndarray:
+def _resize_nearest(masks: np.ndarray, size: int) -> np.ndarray:
+    if masks.shape[1] == size and masks.shape[2] == size:
+        return masks
+    rows, cols = (np.arange(size) * masks.shape[1] // size), (np.arange(size) * masks.shape[2] // size)
+    return masks[:, rows][:, :, cols]
+
+
+def _composite(config, workdir: pathlib.Path, colours) -> dict:
+    """Three toy faces at different sizes on one 192x128 canvas, segmented by the auto-shot UNet."""
+    from gsd import autoshot, toy
+    image, mask = toy.composite(config.report.test_seed)
+    pred = np.asarray(autoshot.load(workdir).segment(image))
+    conf = evaluation.Confusion(len(config.classes.names), tuple(config.classes.names))
+    conf.update(mask, pred)
+    r = conf.results(background=0)
+    d = workdir / 'eval' / 'composite'
+    image_io.write_png(d / 'image.png', image)
+    image_io.write_png(d / 'gt.png', mask, palette=colours)
+    image_io.write_png(d / 'autoshot_pred.png', pred.astype(np.uint8), palette=colours)
+    image_io.write_png(d / 'overlay_gt.png', overlay(image, mask, colours))
+    image_io.write_png(d / 'overlay_autoshot.png', overlay(image, pred.astype(np.uint8), colours))
+    print(f'report: composite {image.shape[1]}x{image.shape[0]}: auto-shot weighted IoU (parts) '
+          f'{r["weighted_iou_no_bg"]:.1f}, mean IoU {r["mean_iou"]:.1f}')
+    return {'size': [int(image.shape[1]), int(image.shape[0])], 'weighted_iou': r['weighted_iou_no_bg'],
+            'mean_iou': r['mean_iou'], 'per_class_iou': r['per_class_iou']}
+
+
+def _supervised(config, k: int, test_images, pad_to: int) -> np.ndarray:
     from gsd import toy
     cfg = config.report
     size = test_images.shape[1]
@@ -144,13 +177,13 @@ def _supervised(config, k: int, test_images) -> np.ndarray:
     params = unet.train_simple(images, masks, num_classes=len(config.classes.names),
                                       steps=cfg.supervised_steps, batch_size=cfg.supervised_batch,
                                       seed=config.seed, base_width=cfg.unet_width,
-                                      flip_permutation=tuple(config.classes.flip_permutation))
+                                      flip_permutation=tuple(config.classes.flip_permutation), pad_to=pad_to)
     model = unet.UNet(len(config.classes.names), cfg.unet_width)
     return np.asarray(unet.predict(model, params, test_images, batch_size=50, output='labels'))
 
 
 def _write_html(workdir: pathlib.Path, config, metrics: dict, detail: dict, test_images, test_masks,
-                predictions: dict, colours) -> None:
+                predictions: dict, colours, composite: dict | None = None) -> None:
     names = tuple(config.classes.names)
     n_show = min(config.report.num_shown, test_images.shape[0])
     rows = ''.join(
@@ -174,6 +207,11 @@ def _write_html(workdir: pathlib.Path, config, metrics: dict, detail: dict, test
         figs.append((m, f'eval/overview_{m}.png'))
     legend = ''.join(f'<span style="background:rgb{tuple(int(x) for x in c)};padding:2px 8px;margin:2px">'
                      f'{html.escape(n)}</span>' for n, c in zip(names, colours))
+    if composite:
+        figs.append((f'auto-shot on one {composite["size"][0]}x{composite["size"][1]} image with three faces '
+                     f'(ground truth, then the UNet; weighted IoU {composite["weighted_iou"]:.1f}, '
+                     f'mean IoU {composite["mean_iou"]:.1f})', 'eval/composite/overlay_gt.png'))
+        figs.append(('', 'eval/composite/overlay_autoshot.png'))
     figures = ''.join(f'<h3>{html.escape(t)}</h3><img src="{html.escape(p)}" style="image-rendering:pixelated;'
                       f'width:{8 * 128}px">' for t, p in figs)
     extra = ''.join(f'<li>{html.escape(m)}: {html.escape(json.dumps({k: v for k, v in d.items() if k in ("projection_psnr_mean", "seconds_per_image", "seconds", "weighted_iou", "mean_iou_no_bg", "pixel_accuracy")}))}</li>'

@@ -12,6 +12,9 @@ STAGES = {
     'shots': 'gsd.shots',
     'fewshot': 'gsd.fewshot',
     'segment': 'gsd.segment',
+    'autoshot_data': 'gsd.synthetic',
+    'autoshot': 'gsd.autoshot',
+    'autoshot_segment': 'gsd.autoshot_segment',
     'report': 'gsd.report',
 }
 
@@ -22,8 +25,15 @@ def get(name: str):
     return importlib.import_module(STAGES[name])
 
 
+def names(value) -> list[str]:
+    """A tuple field given on the command line as `--config.stages=a,b` arrives as ('a,b',) or 'a,b':
+    split it into ['a', 'b'] (used for stages and report.methods)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [n.strip() for item in items for n in str(item).split(',') if n.strip()]
+
+
 def run_all(config, workdir) -> dict:
     """Run config.stages in order; returns {stage: its result}."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    return {name: get(name).run(config, workdir) for name in config.stages}
+    return {name: get(name).run(config, workdir) for name in names(config.stages)}

@@ -392,3 +392,37 @@ def write_image_folder(out_dir, n: int, seed: int, size: int = 64) -> int:
         images.write_png(mask_path, mask, palette=PALETTE)
         written += 1
     return written
+
+
+def composite(seed: int, width: int = 192, height: int = 128, sizes=(96, 56, 36)) -> tuple[np.ndarray, np.ndarray]:
+    """Several faces of different sizes on one canvas: image (height, width, 3) uint8 and mask (height, width).
+
+    The test of "any size, position and count" for segmenters that are not tied to the GAN's frame.
+    One background (drawn as `random_params` draws them, in units of the canvas height) spans the
+    canvas; face j is drawn at the centre of its own square tile of side sizes[j] (so it is never cut
+    off), tiles side by side in random order with random gaps and heights. Deterministic in `seed`.
+    """
+    sizes = [int(s) for s in sizes]
+    if sum(sizes) > width or max(sizes) > height:
+        raise ValueError(f'tiles {sizes} do not fit side by side on a {width}x{height} canvas')
+    rng = np.random.default_rng([seed, 7_777_777])
+    k = SUPERSAMPLE
+    x, y = np.meshgrid((np.arange(width * k) + 0.5) / (height * k), (np.arange(height * k) + 0.5) / (height * k))
+    rgb = _background(random_params(rng, height), x, y)
+    label = np.zeros(x.shape, np.uint8)
+    gaps = rng.dirichlet(np.ones(len(sizes) + 1)) * (width - sum(sizes))
+    left = gaps[0]
+    for j, g in zip(rng.permutation(len(sizes)), gaps[1:]):
+        s = sizes[j]
+        p = random_params(rng, s)
+        # Centred and at most 0.7 of the tile high: the whole face and hair stay inside the tile.
+        p = dataclasses.replace(p, center=(0.5, 0.5), face_height=min(p.face_height, 0.7))
+        tile_rgb, tile_label = _paint(p, (np.arange(s * k) + 0.5) / (s * k))
+        x0, y0 = int(round(left)) * k, int(round(rng.uniform(0, height - s))) * k
+        region = (slice(y0, y0 + s * k), slice(x0, x0 + s * k))
+        face = tile_label > 0
+        rgb[region][face] = tile_rgb[face]
+        label[region][face] = tile_label[face]
+        left += s + g
+    image = rgb.reshape(height, k, width, k, 3).mean((1, 3))
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label[k // 2::k, k // 2::k].copy()

@@ -132,7 +132,12 @@ def data_mesh(devices=None) -> Mesh:
 
 def create_state(model: UNet, tx, key, *, channels: int = 3, mesh: Optional[Mesh] = None) -> TrainState:
     """A fresh TrainState, replicated over `mesh` (parameters do not depend on the image size)."""
-    mesh = mesh or data_mesh()
+    return _init_program(model, tx, channels, mesh or data_mesh())(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _init_program(model: UNet, tx, channels: int, mesh: Mesh):
+    # Cached: runs with the same model and optimizer object compile the initialisation once.
     size = 2 ** model.depth
 
     def init(key):
@@ -140,7 +145,7 @@ def create_state(model: UNet, tx, key, *, channels: int = 3, mesh: Optional[Mesh
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           lr_scale=jnp.ones((), jnp.float32))
 
-    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(key)
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
 
 
 def set_lr_scale(state: TrainState, scale: float) -> TrainState:
@@ -276,45 +281,64 @@ def predict(model: UNet, params, images_uint8, batch_size: int = 32, *, output: 
     return result[0] if single else result
 
 
+@functools.lru_cache(maxsize=8)
+def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: bool, aug: Optional[tuple]):
+    """(optimizer, jitted scan over `length` steps) for `train_simple`, cached so that runs with equal
+    settings (the 1- and 10-shot baselines) share one compiled program."""
+    tx = default_optimizer(lr)
+    augment_fn = None
+    if aug is not None:
+        flip, scale, rotate, translate, background, flip_permutation, log_scale = aug
+        augment_fn = functools.partial(augment_lib.augment, flip=flip, scale=scale, rotate=rotate,
+                                       translate=translate, background=background,
+                                       flip_permutation=flip_permutation, log_scale=log_scale)
+    body = _step_body(model, tx, mesh, augment_fn, soft)
+
+    @functools.partial(jax.jit, static_argnames='length', donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
+    def run_chunk(state, key, images, labels, count, length):
+        def one(state, k):
+            k_idx, k_aug = jax.random.split(k)
+            idx = jax.random.randint(k_idx, (batch_size,), 0, count)
+            return body(state, images[idx], labels[idx], k_aug)
+
+        return jax.lax.scan(one, state, jax.random.split(key, length))
+
+    return tx, run_chunk
+
+
 def train_simple(images, labels, *, num_classes: int, steps: int, batch_size: int = 8, seed: int = 0,
                  base_width: int = 32, depth: int = 4, norm_groups: int = 8, lr: float = 1e-3,
                  augment: bool = True, flip: bool = True, scale=(0.5, 2.0), rotate: float = 10.0,
                  translate: float = 0.5, background: int = 0, flip_permutation=None, log_scale: bool = True,
                  chunk: int = 50, mesh: Optional[Mesh] = None, dtype: Any = jnp.float32,
-                 conv_impl: Optional[str] = None, rng_impl: Optional[str] = None):
+                 conv_impl: Optional[str] = None, rng_impl: Optional[str] = None, pad_to: Optional[int] = None):
     """Train `UNet(num_classes, base_width, depth, norm_groups, dtype)` from scratch on a few labelled
     images: uint8 (N, H, W, C) with integer labels (N, H, W) or target logits (N, H, W, K) (soft).
     Each step draws `batch_size` images uniformly with replacement and augments them (paper's
     auto-shot augmentation unless ``augment=False``). Steps run in jitted `lax.scan` chunks of
     `chunk`, so the host only loops over chunks. rng_impl: jax.random.key's impl ('rbg' compiles the
-    initialisation several times faster on XLA:CPU than the default threefry). Returns the params."""
+    initialisation several times faster on XLA:CPU than the default threefry). pad_to: pad the image
+    set with unused zeros to this many, so runs on different numbers of images (1-shot and 10-shot
+    baselines) share one compiled program. Returns the params."""
     mesh = mesh or data_mesh()
     model = UNet(num_classes, base_width, depth, norm_groups, dtype, conv_impl)
-    tx = default_optimizer(lr)
     key_init, key_run = jax.random.split(jax.random.key(seed, impl=rng_impl))
-    state = create_state(model, tx, key_init, channels=images.shape[-1], mesh=mesh)
     soft = np.ndim(labels) == 4
-    augment_fn = None
-    if augment:
-        augment_fn = functools.partial(augment_lib.augment, flip=flip, scale=scale, rotate=rotate,
-                                       translate=translate, background=background,
-                                       flip_permutation=flip_permutation, log_scale=log_scale)
-    body = _step_body(model, tx, mesh, augment_fn, soft)
-    replicated = NamedSharding(mesh, P())
-    images, labels = jax.device_put((np.asarray(images), np.asarray(labels)), replicated)
-
-    @functools.partial(jax.jit, static_argnames='length', donate_argnums=0, out_shardings=replicated)
-    def run_chunk(state, key, images, labels, length):
-        def one(state, k):
-            k_idx, k_aug = jax.random.split(k)
-            idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
-            return body(state, images[idx], labels[idx], k_aug)
-
-        return jax.lax.scan(one, state, jax.random.split(key, length))
+    aug = (flip, tuple(scale), rotate, translate, background,
+           None if flip_permutation is None else tuple(int(v) for v in flip_permutation), log_scale) if augment else None
+    tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug)
+    state = create_state(model, tx, key_init, channels=images.shape[-1], mesh=mesh)
+    images, labels = np.asarray(images), np.asarray(labels)
+    count = images.shape[0]
+    if pad_to is not None and pad_to > count:
+        pad = ((0, pad_to - count),)
+        images = np.pad(images, pad + ((0, 0),) * (images.ndim - 1))
+        labels = np.pad(labels, pad + ((0, 0),) * (labels.ndim - 1))
+    images, labels, count = jax.device_put((images, labels, np.int32(count)), NamedSharding(mesh, P()))
 
     done = 0
     while done < steps:
         length = min(chunk, steps - done)
-        state, _ = run_chunk(state, jax.random.fold_in(key_run, done), images, labels, length)
+        state, _ = run_chunk(state, jax.random.fold_in(key_run, done), images, labels, count, length)
         done += length
     return state.params

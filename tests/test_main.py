@@ -40,9 +40,18 @@ def test_toy_1shot_smoke_run(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
-    assert set(metrics) == {'fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot'}
+    assert set(metrics) == {'fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot', 'autoshot'}
     for values in metrics.values():
         assert 0 <= values['mean_iou'] <= 100 and 0 <= values['weighted_iou'] <= 100
     labels = np.asarray(Image.open(tmp_path / 'shots' / 'labels' / '00000.png'))
     assert len(np.unique(labels)) == 7, 'the toy annotator labels every class of an accepted sample'
     assert (tmp_path / 'report.html').exists() and (tmp_path / 'eval' / 'fewshot' / 'pred' / '00003.png').exists()
+    assert (tmp_path / 'eval' / 'autoshot' / 'pred' / '00003.png').exists()
+    composite = np.asarray(Image.open(tmp_path / 'eval' / 'composite' / 'autoshot_pred.png'))
+    assert composite.shape == (128, 192), 'the auto-shot UNet segments the 192x128 composite at its own size'
+    assert 'composite/overlay_autoshot.png' in (tmp_path / 'report.html').read_text()
+    # A rerun keeps what is done (shots, heads, the dataset) and resumes the rest.
+    again = subprocess.run(cmd + ['--config.stages=shots,fewshot,autoshot_data'], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count('kept') == 3, again.stdout
