@@ -4,9 +4,11 @@ Command:
     python -m gsd.main --config=configs/toy_1shot.py --workdir=/tmp/toy_1shot
 Stages: `shots` samples one image from the shipped toy generator (gsd.toy.pretrained) and the
 scripted toy annotator labels it (the person's job in the paper's workflow); `fewshot` trains the
-paper's CNN head on that one image's GAN features; `report` projects 100 held-out real toy images
-into the GAN, segments them, runs the baselines and writes WORKDIR/metrics.json, WORKDIR/eval/ and
-WORKDIR/report.html.
+paper's CNN head on that one image's GAN features; `autoshot_data` has the GAN and the head label
+800 generated images (a TFDS dataset) and `autoshot` trains a UNet on them (paper 3.3); `report`
+projects 100 held-out real toy images into the GAN and segments them (`fewshot`), runs the UNet on
+them (`autoshot`, no GAN) and the baselines, segments one 192x128 canvas with three faces with the
+UNet, and writes WORKDIR/metrics.json, WORKDIR/eval/ and WORKDIR/report.html.
 Runtime and result on 2 CPU cores: see README ("The toy demo"); target <= 10 minutes.
 
 `--config.seed=N` changes every random choice: which generated sample is labelled, head
@@ -73,7 +75,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     p.batch_size = 50                  # images projected together in one program
 
     # Auto-shot (paper 3.3): the heads label generated images, a UNet learns from them (gsd.autoshot).
-    autoshot.add_config(c, num_images=1000, base_width=16, epochs=6, batch_size=16)
+    autoshot.add_config(c, num_images=800, base_width=16, epochs=5, batch_size=16)   # ~2 min of the demo
 
     c.segment = ml_collections.ConfigDict()
     c.segment.input = ''               # folder of images for the `segment` stage
