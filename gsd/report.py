@@ -8,7 +8,10 @@ seed=report.test_seed)`, images the GAN never saw. Methods (`report.methods`):
 * `rgb_baseline`: a per-pixel RGB classifier trained on the same labelled shots;
 * `supervised_1shot`, `supervised_10shot`: a UNet trained on 1 / 10 real labelled toy images
   (`report.supervised_seed`), with the auto-shot augmentation;
-* `autoshot`: the auto-shot UNet of WORKDIR/autoshot, when that stage ran.
+* `autoshot`: the auto-shot UNet of WORKDIR/autoshot (`gsd.autoshot`), on the images as they are.
+
+With `autoshot` on toy data and `report.composite`, the UNet also segments one 192x128 canvas with
+three faces of different sizes (`gsd.toy.composite`), scored and shown in report.html.
 
 Writes WORKDIR/metrics.json ({method: {weighted_iou, mean_iou, per_class_iou}}; weighted IoU over
 the part classes, background excluded, as the paper's 3-class tables; mean IoU over all classes,
