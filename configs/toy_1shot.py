@@ -4,8 +4,8 @@ Command:
     python -m gsd.main --config=configs/toy_1shot.py --workdir=/tmp/toy_1shot
 Stages: `shots` samples one image from the shipped toy generator (gsd.toy.pretrained) and the
 scripted toy annotator labels it (the person's job in the paper's workflow); `fewshot` trains the
-paper's CNN head on that one image's GAN features; `autoshot_data` has the GAN and the head label
-800 generated images (a TFDS dataset) and `autoshot` trains a UNet on them (paper 3.3); `report`
+paper's MLP head on that one image's GAN features; `autoshot_data` has the GAN and the head label
+600 generated images (a TFDS dataset) and `autoshot` trains a UNet on them (paper 3.3); `report`
 projects 100 held-out real toy images into the GAN and segments them (`fewshot`), runs the UNet on
 them (`autoshot`, no GAN) and the baselines, segments one 192x128 canvas with three faces with the
 UNet, and writes WORKDIR/metrics.json, WORKDIR/eval/ and WORKDIR/report.html.
@@ -49,7 +49,11 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     s.max_candidates = 400
 
     f = c.fewshot = ml_collections.ConfigDict()
-    f.head = 'cnn'                     # the paper's CNN head; 'mlp' for its MLP
+    # The paper's per-pixel MLP head (its Table 1: MLP 75.3 vs CNN 71.7 for one shot, 3 classes). Its
+    # CNN head ('cnn') sees 61 px around each pixel: at 512 px a local view, at this world's 64 px
+    # the whole image, so from one shot it learns where parts were rather than what they look like
+    # (30 weighted IoU on 100 annotated generated faces, against 87 for the MLP; 1 shot, 200 epochs).
+    f.head = 'mlp'
     f.ensemble = 1                     # heads trained at once (vmapped, over devices); predictions averaged
     f.layers = ()                      # explicit conv names; or:
     f.groups = ''                      # Table 7's groups, e.g. 'AB'; or:
@@ -57,7 +61,9 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     f.feature_size = 0                 # 0 = the generator's resolution
     f.upsample = 'bilinear'
     f.align_corners = True
-    f.epochs = 1000                    # the paper's schedule: Adam 1e-3, weight decay 1e-3, lr / 10 every 50
+    # The paper's schedule (Adam 1e-3, weight decay 1e-3, lr / 10 every 50 epochs) for 200 of its 1000
+    # epochs: the lr is 1e-7 by epoch 200, so the last 800 epochs change nothing but the run time.
+    f.epochs = 200
     f.lr = 1e-3
     f.weight_decay = 1e-3
     f.lr_decay_every = 50
@@ -75,7 +81,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     p.batch_size = 50                  # images projected together in one program
 
     # Auto-shot (paper 3.3): the heads label generated images, a UNet learns from them (gsd.autoshot).
-    autoshot.add_config(c, num_images=800, base_width=16, epochs=5, batch_size=16)   # ~2 min of the demo
+    autoshot.add_config(c, num_images=600, base_width=16, epochs=5, batch_size=16)   # ~1.5 min of the demo
 
     c.segment = ml_collections.ConfigDict()
     c.segment.input = ''               # folder of images for the `segment` stage
