@@ -67,10 +67,7 @@ def test_set(config, image_size: int, mask_size: int) -> tuple[np.ndarray, np.nd
         images, masks = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
     else:
         raise ValueError(f"report.data must be 'toy', 'celebamask' or 'pascal_part', got {cfg.data!r}")
-    if masks.shape[1] != mask_size:
-        idx = (np.arange(mask_size) * masks.shape[1] // mask_size)
-        masks = masks[:, idx][:, :, idx]
-    return images, masks
+    return images, _resize_nearest(masks, mask_size)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -106,6 +103,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         image_io.write_png(eval_dir / 'gt' / f'{i:05d}.png', m.astype(np.uint8), palette=colours)
         image_io.write_png(eval_dir / 'images' / f'{i:05d}.png', test_images[i])
 
+    # supervised_<k>shot -> k; the runs share one compiled program padded to the largest k.
+    shot_counts = {m: int(m[len('supervised_'):-len('shot')]) for m in methods if m.startswith('supervised_')}
     metrics, detail, predictions = {}, {}, {}
     for method in methods:
         t0 = time.time()
@@ -117,9 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
             clf = baselines.rgb_classifier(shot_imgs, shot_labels, len(names), seed=config.seed)
             pred = clf(test_images)
         elif method.startswith('supervised_'):
-            k = int(method[len('supervised_'):-len('shot')])
-            pad = max(int(m[len('supervised_'):-len('shot')]) for m in methods if m.startswith('supervised_'))
-            pred = _supervised(config, k, test_images, pad)
+            pred = _supervised(config, shot_counts[method], test_images, max(shot_counts.values()))
         else:   # autoshot: the UNet at the test images' own size, no GAN
             from gsd import autoshot
             pred = _resize_nearest(np.asarray(autoshot.load(workdir).segment(test_images)), test_masks.shape[1])
