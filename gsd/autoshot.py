@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gsd import augment, data, evaluation, param_store, unet
+from gsd import augment, data, evaluation, param_store, stages, unet
 from gsd import metrics as metrics_lib
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -197,40 +197,41 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     step_key = jax.random.fold_in(key, 1)
     sums, count, finite, last, history = None, 0, jnp.array(True), {}, []
     t0 = time.time()
-    for step in range(start, total_steps):
-        batch = next(data_iter)
-        images = jax.make_array_from_process_local_data(data_sharding, batch['image'])
-        logits = jax.make_array_from_process_local_data(data_sharding, batch['logits'])
-        state, m = step_fn(state, images, logits, jax.random.fold_in(step_key, step))
-        # Sums stay on device; the host reads them once per epoch.
-        finite = finite & m.pop('finite')
-        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-        count += 1
-        done = step + 1
-        if done % steps_per_epoch and done != total_steps:
-            continue
-        epoch = done // steps_per_epoch
-        values, ok = jax.device_get((sums, finite))
-        if not ok:
-            raise FloatingPointError(f'autoshot: non-finite loss in epoch {epoch}; the last good checkpoint is '
-                                     f'in {out / "checkpoints"}')
-        last = {'train/loss': float(values['loss']) / count, 'train/accuracy': float(values['accuracy']) / count}
-        if val is not None:
-            last.update(_score(evaluate, state.params, *val, cfg.batch_size, num_classes))
-        scale = plateau.update(last['val/mean_iou'] if val is not None else last['train/loss'])
-        if scale != float(jax.device_get(state.lr_scale)):
-            state = unet.set_lr_scale(state, scale)
-        last['lr'] = cfg.lr * scale
-        writer.write_scalars(done, last)
-        history.append({'epoch': epoch, **last})
-        progress.report(done, epoch=epoch, **{k.split('/')[-1] if k.startswith('train') else k: v
-                                              for k, v in last.items()})
-        sums, count = None, 0
-        if epoch % cfg.checkpoint_every == 0 or done == total_steps:
-            manager.save(done, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(data_iter),
-                plateau=ocp.args.JsonSave(dict(plateau.__dict__))))
-    manager.wait_until_finished()
+    with stages.stoppable(finish=manager.wait_until_finished):
+        for step in range(start, total_steps):
+            stages.check_stop('autoshot')
+            batch = next(data_iter)
+            images = jax.make_array_from_process_local_data(data_sharding, batch['image'])
+            logits = jax.make_array_from_process_local_data(data_sharding, batch['logits'])
+            state, m = step_fn(state, images, logits, jax.random.fold_in(step_key, step))
+            # Sums stay on device; the host reads them once per epoch.
+            finite = finite & m.pop('finite')
+            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+            count += 1
+            done = step + 1
+            if done % steps_per_epoch and done != total_steps:
+                continue
+            epoch = done // steps_per_epoch
+            values, ok = jax.device_get((sums, finite))
+            if not ok:
+                raise FloatingPointError(f'autoshot: non-finite loss in epoch {epoch}; the last good checkpoint is '
+                                         f'in {out / "checkpoints"}')
+            last = {'train/loss': float(values['loss']) / count, 'train/accuracy': float(values['accuracy']) / count}
+            if val is not None:
+                last.update(_score(evaluate, state.params, *val, cfg.batch_size, num_classes))
+            scale = plateau.update(last['val/mean_iou'] if val is not None else last['train/loss'])
+            if scale != float(jax.device_get(state.lr_scale)):
+                state = unet.set_lr_scale(state, scale)
+            last['lr'] = cfg.lr * scale
+            writer.write_scalars(done, last)
+            history.append({'epoch': epoch, **last})
+            progress.report(done, epoch=epoch, **{k.split('/')[-1] if k.startswith('train') else k: v
+                                                  for k, v in last.items()})
+            sums, count = None, 0
+            if epoch % cfg.checkpoint_every == 0 or done == total_steps:
+                manager.save(done, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(data_iter),
+                    plateau=ocp.args.JsonSave(dict(plateau.__dict__))))
     writer.close()
     result = {'steps': total_steps, 'epochs': cfg.epochs, 'steps_per_epoch': steps_per_epoch,
               'seconds_this_run': round(time.time() - t0, 1), 'final': last, 'dataset': meta['name']}

@@ -19,6 +19,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    stages.handle_sigterm()
     logging.set_verbosity(logging.WARNING)   # keep orbax's per-file INFO lines out of the progress output
     stages.run_all(FLAGS.config, FLAGS.workdir)
 

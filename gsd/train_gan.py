@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gsd import images as image_io
 from gsd import metrics as metrics_lib
-from gsd import stylegan2
+from gsd import stages, stylegan2
 
 
 @flax.struct.dataclass
@@ -285,40 +285,42 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    data=grain.PyGrainCheckpointSave(data_iter)))
 
-    for step in range(start, cfg.total_steps):
-        real = trainer.put_batch(next(data_iter))
-        state, m = trainer.train_step(state, real)
-        step_metrics = [m]
-        if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
-            state, m = trainer.r1_step(state, real)
-            step_metrics.append(m)
-        if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
-            state, m = trainer.pl_step(state)
-            step_metrics.append(m)
-        # Sums stay on device; the host reads them only at log steps (no round trip per step).
-        for m in step_metrics:
-            finite = finite & m.pop('finite')
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.total_steps:
-            values, ok = jax.device_get((sums, finite))
-            last = {k: float(v) / counts[k] for k, v in values.items()}
-            if not ok:
-                raise FloatingPointError(f'gan: non-finite loss between steps {done - cfg.log_every} and {done} '
-                                         f'({last}); the last good checkpoint is in {ckpt_dir}')
-            writer.write_scalars(done, last)
-            progress.report(done, **{k.replace('loss/', '').replace('logits/', 'D(x) '): v for k, v in last.items()})
-            sums, counts = {}, {}
-        if done % cfg.sample_every == 0 or done == cfg.total_steps:
-            grid = image_io.grid(image_io.to_uint8(jax.device_get(trainer.sample(state, sample_z, 1.0))))
-            if is_main:
-                image_io.write_png(workdir / 'samples' / f'step_{done:07d}.png', grid)
-            writer.write_images(done, {'samples/ema': grid})
-        if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
-            save(done)
-    manager.wait_until_finished()
+    with stages.stoppable(finish=manager.wait_until_finished):
+        for step in range(start, cfg.total_steps):
+            stages.check_stop('gan')
+            real = trainer.put_batch(next(data_iter))
+            state, m = trainer.train_step(state, real)
+            step_metrics = [m]
+            if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
+                state, m = trainer.r1_step(state, real)
+                step_metrics.append(m)
+            if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
+                state, m = trainer.pl_step(state)
+                step_metrics.append(m)
+            # Sums stay on device; the host reads them only at log steps (no round trip per step).
+            for m in step_metrics:
+                finite = finite & m.pop('finite')
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.total_steps:
+                values, ok = jax.device_get((sums, finite))
+                last = {k: float(v) / counts[k] for k, v in values.items()}
+                if not ok:
+                    raise FloatingPointError(f'gan: non-finite loss between steps {done - cfg.log_every} and {done} '
+                                             f'({last}); the last good checkpoint is in {ckpt_dir}')
+                writer.write_scalars(done, last)
+                progress.report(done, **{k.replace('loss/', '').replace('logits/', 'D(x) '): v
+                                         for k, v in last.items()})
+                sums, counts = {}, {}
+            if done % cfg.sample_every == 0 or done == cfg.total_steps:
+                grid = image_io.grid(image_io.to_uint8(jax.device_get(trainer.sample(state, sample_z, 1.0))))
+                if is_main:
+                    image_io.write_png(workdir / 'samples' / f'step_{done:07d}.png', grid)
+                writer.write_images(done, {'samples/ema': grid})
+            if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
+                save(done)
     writer.flush()
     export = None
     if is_main:

@@ -55,3 +55,30 @@ def test_toy_1shot_smoke_run(tmp_path):
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count('kept') == 3, again.stdout
+
+
+def test_sigterm_stops_training_loops_at_a_step_boundary():
+    import os
+    import signal
+
+    import pytest
+
+    from gsd import stages
+    previous = signal.getsignal(signal.SIGTERM)
+    stages.handle_sigterm()
+    try:
+        finished = []
+        with pytest.raises(SystemExit) as stop:
+            with stages.stoppable(finish=lambda: finished.append(True)):
+                stages.check_stop('loop')                 # nothing asked yet: the loop goes on
+                os.kill(os.getpid(), signal.SIGTERM)      # inside the loop only a flag is set ...
+                finished.append(False)
+                stages.check_stop('loop')                 # ... and the loop stops at its next check
+        assert stop.value.code == 128 + signal.SIGTERM
+        assert finished == [False, True]                  # `finish` ran on the way out
+        stages._stop_requested = False
+        with pytest.raises(SystemExit):                   # outside a loop the signal ends the process at once
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        stages._stop_requested = False
+        signal.signal(signal.SIGTERM, previous)
