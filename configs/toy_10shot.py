@@ -3,7 +3,7 @@
 Command:
     python -m gsd.main --config=configs/toy_10shot.py --workdir=/tmp/toy_10shot
 Same stages and outputs as configs/toy_1shot.py (metrics.json, eval/, report.html); the head trains
-on ten annotated samples (200 epochs of ten images: about ten times the one-shot head's training).
+on ten annotated samples (300 epochs of ten images: about ten times the one-shot head's training).
 `:smoke` as in toy_1shot.py.
 """
 
