@@ -19,6 +19,13 @@ Fidelity to the authors' code (network.py, train.py of the official release):
 `train_heads` trains M heads (ensemble members, seeds, shot subsets) in one compiled program: the
 heads are vmapped within a device and split over devices with `jax.shard_map` on a 'heads' axis;
 epochs and steps are `lax.scan`s, so there is no host round trip until the end.
+
+Memory of a CNN-head step (10 shots at 512 px: 2.6 GB of activations in float32, 1.3 GB in
+bfloat16): the fused first layer makes one (S, S, 128) map (`gsd.features.fused_first_layer`); each
+conv applies the previous layer's leaky ReLU to its input, so the backward pass keeps one map per
+layer; on CPU the convs run as `leaky_conv3x3_taps`, whose backward holds one shifted copy at a time
+(im2col's kept a 9x-wide one, 1.2 GB for the first conv at 512 px). bfloat16 activations are gathered
+as raw 16-bit words and widened per layer inside the step (see `_take`); the arithmetic is float32.
 """
 
 from __future__ import annotations
@@ -79,21 +86,83 @@ class PixelDense(nn.Module):
         return jnp.einsum('nhwc,cf->nhwf', x, kernel.astype(x.dtype), precision=self.precision) + bias
 
 
-CONV_IMPLS = ('im2col', 'xla')
+CONV_IMPLS = ('im2col', 'xla', 'taps')
+
+
+def _leaky(x, slope):
+    return x if slope is None else nn.leaky_relu(x, slope)
+
+
+def _tap_slice(xp, t, d: int, h: int, w: int):
+    """The input of tap t = 3i + j: the padded map shifted by (i * d, j * d), cropped to (h, w)."""
+    zero = jnp.zeros((), jnp.int32)
+    return jax.lax.dynamic_slice(xp, (zero, (t // 3) * d, (t % 3) * d, zero), xp.shape[:1] + (h, w) + xp.shape[3:])
+
+
+def _taps(x, kernel, d: int, precision):
+    """Zero-padded dilated 3x3 conv as nine shifted (H*W, I) @ (I, O) matmuls.
+
+    A loop, not nine unrolled matmuls: XLA:CPU would schedule the nine shifted copies and products
+    side by side (nine full-size maps alive); a loop runs one tap at a time. Matmuls, unlike
+    convolutions, run at full speed inside XLA:CPU loops."""
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (d, d), (d, d), (0, 0)))
+    taps = kernel.reshape((9,) + kernel.shape[2:])
+    out = jnp.einsum('nhwc,co->nhwo', _tap_slice(xp, 0, d, h, w), taps[0], precision=precision)
+    body = lambda t, y: y + jnp.einsum('nhwc,co->nhwo', _tap_slice(xp, t, d, h, w), taps[t], precision=precision)
+    return jax.lax.fori_loop(1, 9, body, out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def leaky_conv3x3_taps(x, kernel, dilation: int, negative_slope: Optional[float], precision=None):
+    """conv3x3(leaky_relu(x)) (no bias), zero padding = dilation, by `_taps`; slope None: no activation.
+
+    Its only residual is x, the block's input: the backward recomputes the activation and the shifted
+    copies one tap at a time, and runs the input gradient as the same conv with the kernel flipped
+    (the transpose of a stride-1 conv padded by its dilation on both sides)."""
+    return _taps(_leaky(x, negative_slope), kernel, dilation, precision)
+
+
+def _leaky_conv3x3_taps_fwd(x, kernel, dilation, negative_slope, precision):
+    return leaky_conv3x3_taps(x, kernel, dilation, negative_slope, precision), (x, kernel)
+
+
+def _leaky_conv3x3_taps_bwd(d, negative_slope, precision, res, g):
+    x, kernel = res
+    h, w = x.shape[1:3]
+    ap = jnp.pad(_leaky(x, negative_slope), ((0, 0), (d, d), (d, d), (0, 0)))
+
+    def tap_grad(t, dk):
+        return dk.at[t].set(jnp.einsum('nhwc,nhwo->co', _tap_slice(ap, t, d, h, w), g, precision=precision))
+
+    dk = jax.lax.fori_loop(0, 9, tap_grad, jnp.zeros((9,) + kernel.shape[2:], g.dtype))
+    dx = _taps(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), d, precision)
+    if negative_slope is not None:
+        dx = dx * jnp.where(x >= 0, 1.0, negative_slope).astype(dx.dtype)   # leaky_relu's derivative (1 at 0)
+    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+leaky_conv3x3_taps.defvjp(_leaky_conv3x3_taps_fwd, _leaky_conv3x3_taps_bwd)
 
 
 class Conv3x3(nn.Module):
     """3x3 conv, stride 1, zero padding = dilation (PyTorch's; output size = input size). Params
-    kernel (3, 3, I, O) and bias (O,), as nn.Conv stores them.
+    kernel (3, 3, I, O) and bias (O,), as nn.Conv stores them. With `input_negative_slope`, a leaky
+    ReLU is applied to the input first (a CNN layer's activation moved into the next conv, so that a
+    layer's only residual for the backward pass is its input).
 
     impl 'xla' is lax.conv_general_dilated; 'im2col' gathers the 9 dilated taps into channels and
     runs one matmul: the same sums, and the fast form on XLA:CPU, which runs convolutions inside
-    loops (the training scans) ~20x slower than outside them. None: 'im2col' on CPU, else 'xla'.
+    loops (the training scans) ~20x slower than outside them; 'taps' (`leaky_conv3x3_taps`) runs the
+    nine taps as nine matmuls, in turn, with a hand-written backward pass: the same sums again, and
+    at most a map and one shifted copy alive besides the output, where im2col's backward keeps a
+    9x-wide copy of the input (1.2 GB for 128 channels at 512 px). None: 'im2col' on CPU, else 'xla'.
     """
     features: int
     dilation: int = 1
     impl: Optional[str] = None
     precision: Any = None
+    input_negative_slope: Optional[float] = None
 
     @nn.compact
     def __call__(self, x):
@@ -101,6 +170,9 @@ class Conv3x3(nn.Module):
         kernel = self.param('kernel', torch_kernel_init, (3, 3, cin, self.features)).astype(x.dtype)
         bias = self.param('bias', torch_bias_init(9 * cin), (self.features,))
         impl = self.impl or ('im2col' if jax.default_backend() == 'cpu' else 'xla')
+        if impl == 'taps':
+            return leaky_conv3x3_taps(x, kernel, d, self.input_negative_slope, self.precision) + bias
+        x = _leaky(x, self.input_negative_slope)
         if impl == 'xla':
             y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((d, d), (d, d)), rhs_dilation=(d, d),
                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
@@ -141,8 +213,9 @@ class CNNHead(nn.Module):
     negative_slope: float = AUTHORS_LEAKY_SLOPE
     first_layer_fused: bool = False
     layout: Optional[FeatureLayout] = None
-    conv_impl: Optional[str] = None            # see Conv3x3
+    conv_impl: Optional[str] = None            # see Conv3x3; None: 'taps' on CPU, else 'xla'
     precision: Any = None
+    remat: bool = True                         # impls other than 'taps': recompute activations in backward
 
     @property
     def conv_channels(self) -> tuple[int, ...]:
@@ -154,12 +227,14 @@ class CNNHead(nn.Module):
             raise ValueError(f'{len(self.conv_channels)} 3x3 convs need as many dilations, got {self.dilations}')
         _check_in_features(self, x)
         y = PixelDense(self.embed_features, self.layout, self.first_layer_fused, self.precision, name='embed')(x)
-        y = nn.leaky_relu(y, self.negative_slope)
-        last = len(self.conv_channels) - 1
+        impl = self.conv_impl or ('taps' if jax.default_backend() == 'cpu' else 'xla')
+        # Each conv applies the previous layer's leaky ReLU to its input (none before conv0: the embed
+        # output is activated by conv0), so a layer's input is the one map its backward needs; 'taps'
+        # keeps only that by construction, other impls are rematerialised to the same end.
+        conv = Conv3x3 if impl == 'taps' or not self.remat else nn.remat(
+            Conv3x3, policy=jax.checkpoint_policies.nothing_saveable)
         for i, (ch, d) in enumerate(zip(self.conv_channels, self.dilations)):
-            y = Conv3x3(ch, d, self.conv_impl, self.precision, name=f'conv{i}')(y)
-            if i < last:
-                y = nn.leaky_relu(y, self.negative_slope)
+            y = conv(ch, d, impl, self.precision, self.negative_slope, name=f'conv{i}')(y)
         return y
 
 
@@ -202,8 +277,27 @@ def torch_adam(weight_decay: float) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8))
 
 
+def _take(a, idx):
+    if a.dtype == jnp.uint16:
+        # bfloat16 activations travel as their raw 16-bit words (see `_bf16_as_bits`): XLA:CPU has no
+        # bfloat16 gather or dynamic slice and rewrites one as the same op on the float32-widened
+        # operand, a widening that it then hoists out of the training loop, i.e. the whole stored
+        # data set in float32 (2.6 GB for 10 shots at 512 px) alongside the bfloat16 one.
+        return jax.lax.bitcast_convert_type(jnp.take(a, idx, axis=0), jnp.bfloat16)
+    return jnp.take(a, idx, axis=0)
+
+
 def _take_images(data: Features, idx):
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
+    return jax.tree.map(lambda a: _take(a, idx), data)
+
+
+def _bf16_as_bits(a):
+    """A bfloat16 CPU array as uint16 words in the same memory (no copy); others unchanged."""
+    if getattr(a, 'dtype', None) != jnp.bfloat16 or jax.default_backend() != 'cpu':
+        return a
+    if isinstance(a, jax.Array) and a.is_fully_addressable and len(a.devices()) == 1:
+        return jax.device_put(np.asarray(a).view(np.uint16), next(iter(a.devices())), may_alias=True)
+    return jax.device_put(np.asarray(a).view(np.uint16))
 
 
 def _train_one(head, key, indices, mask, data, labels, lr, weight_decay, lr_decay_factor, *, epochs, batch_size,
@@ -274,7 +368,8 @@ def train_heads(make_head: Union[nn.Module, Callable[[], nn.Module]], init_keys,
     make_head: the head module, or a zero-argument callable returning it (all M share the architecture).
     init_keys: (M,) typed keys (`jax.random.key`) or (M, 2) raw uint32 keys; key m initialises head m
       (and, with `shuffle`, orders its images each epoch).
-    features: (N, S, S, C) feature maps, or the per-layer activations dict for a fused head.
+    features: (N, S, S, C) feature maps, or the per-layer activations dict for a fused head; float32
+      or bfloat16 (for a fused head, storage only: its first layer widens them and computes in float32).
     labels: (N, S, S) integer class maps.
     image_indices: (M, K) int, the images each head trains on, in order (default: all N, for every
       head); index_mask: (M, K) bool, which of those entries are real, so that heads can have
@@ -305,7 +400,8 @@ def train_heads(make_head: Union[nn.Module, Callable[[], nn.Module]], init_keys,
     m_pad = -m % mesh.shape['heads']
     pad_rows = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], m_pad, axis=0)]) if m_pad else a
     params, losses = _train_program(
-        head, pad_rows(keys), pad_rows(image_indices), pad_rows(index_mask), features, jnp.asarray(labels, jnp.int32),
+        head, pad_rows(keys), pad_rows(image_indices), pad_rows(index_mask), jax.tree.map(_bf16_as_bits, features),
+        jnp.asarray(labels, jnp.int32),
         jnp.float32(lr), jnp.float32(weight_decay), jnp.float32(lr_decay_factor), epochs=epochs,
         batch_size=batch_size, lr_decay_every=lr_decay_every, shuffle=shuffle, mesh=mesh)
     return jax.tree.map(lambda a: a[:m], params), losses[:m]

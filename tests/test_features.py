@@ -122,3 +122,44 @@ def test_fused_first_layer_equals_concat_then_dense(small, upsample, align_corne
     # Offsets matter: reading every layer's weights from row 0 must give something else.
     wrong = F.fused_first_layer(acts, weight, bias, fe.layers, (0,) * len(fe.layers), 16, upsample, align_corners)
     assert np.abs(np.asarray(wrong) - naive).max() > 1e-2 * np.abs(naive).max()
+
+
+@pytest.mark.parametrize('n_in,n_out,upsample,align_corners', [
+    (8, 64, 'bilinear', True), (16, 64, 'bilinear', False), (8, 64, 'nearest', True), (5, 23, 'bilinear', True),
+    (64, 16, 'bilinear', True), (23, 5, 'bilinear', True), (32, 32, 'bilinear', True)])
+def test_banded_resize_equals_resize(n_in, n_out, upsample, align_corners):
+    x = jax.random.normal(jax.random.key(6), (2, n_in, n_in, 3))
+    m = F.resize_matrix(n_in, n_out, upsample, align_corners)
+    ref = np.asarray(F.resize(x, n_out, upsample, align_corners))
+    for block in (4, 64):
+        y = F.banded_resize_sum([F.banded_resize_sum([x], [m], axis=2, block=block)], [m], axis=1, block=block)
+        np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-5)
+
+
+def test_banded_resize_sums_inputs_of_different_sizes():
+    xs = [jax.random.normal(jax.random.key(i), (1, r, 16, 2)) for i, r in enumerate((4, 8, 16))]
+    mats = [F.resize_matrix(x.shape[1], 32) for x in xs]
+    ref = sum(np.asarray(F.resize_axis(x, 1, 32)) for x in xs)
+    np.testing.assert_allclose(np.asarray(F.banded_resize_sum(xs, mats, axis=1, block=8)), ref, rtol=0, atol=1e-5)
+    # Its transpose (what the fused first layer's backward pass runs) is the resize's transpose too.
+    g = jax.random.normal(jax.random.key(9), (1, 32, 16, 2))
+    banded = jax.grad(lambda xs: jnp.sum(F.banded_resize_sum(xs, mats, axis=1, block=8) * g))(xs)
+    gathered = jax.grad(lambda xs: jnp.sum(sum(F.resize_axis(x, 1, 32) for x in xs) * g))(xs)
+    for a, b in zip(banded, gathered):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+
+def test_stored_activations_equal_activations(small):
+    g, variables, _ = small
+    ws = g.apply(variables, jax.random.normal(jax.random.key(7), (3, 16)), method='map')
+    fe = F.FeatureExtractor(g, out_size=16)
+    ref = fe.activations(variables, ws)
+    for batch_size in (1, 2):   # 2: a last, shorter batch
+        stored = fe.stored_activations(variables, ws, batch_size=batch_size)
+        for n in fe.layers:
+            assert stored[n].dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(stored[n]), np.asarray(ref[n]), rtol=1e-5, atol=1e-5)
+    half = fe.stored_activations(variables, ws, dtype=jnp.bfloat16)
+    for n in fe.layers:
+        assert half[n].dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(half[n], np.float32), np.asarray(ref[n]), rtol=1e-2, atol=1e-2)

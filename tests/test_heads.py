@@ -60,7 +60,7 @@ def test_cnn_is_the_papers():
     assert H.param_count(params) == 927_082
     assert head.negative_slope == 0.01   # the authors' F.leaky_relu default
     # The dilations the program really runs, in order (XLA's conv; im2col is checked against it below).
-    small = H.CNNHead(10, conv_impl='xla')
+    small = H.CNNHead(10, conv_impl='xla', remat=False)   # remat would hide the convs inside checkpoint calls
     x = jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)
     jaxpr = jax.make_jaxpr(small.apply)(jax.eval_shape(small.init, jax.random.key(0), x), x)
     dil = [e.params['rhs_dilation'] for e in jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
@@ -241,3 +241,60 @@ def test_same_heads_on_one_and_eight_devices():
     np.testing.assert_allclose(many['k_sum'], one['k_sum'], rtol=1e-5)
     np.testing.assert_allclose(many['k0'], one['k0'], rtol=1e-5, atol=1e-6)
     assert len(set(np.round(one['k_sum'], 4))) == 5   # five different heads, not five copies
+
+
+@pytest.mark.parametrize('dilation,slope', [(1, None), (2, 0.01), (4, 0.2)])
+def test_taps_conv_and_its_backward_equal_xla(dilation, slope):
+    x = jax.random.normal(jax.random.key(10), (2, 13, 11, 5))
+    k = jax.random.normal(jax.random.key(11), (3, 3, 5, 4))
+    g = jax.random.normal(jax.random.key(12), (2, 13, 11, 4))
+
+    def xla(x, k):
+        x = x if slope is None else jax.nn.leaky_relu(x, slope)
+        return jax.lax.conv_general_dilated(x, k, (1, 1), ((dilation, dilation),) * 2, rhs_dilation=(dilation,) * 2,
+                                            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                            precision=jax.lax.Precision.HIGHEST)
+    taps = lambda x, k: H.leaky_conv3x3_taps(x, k, dilation, slope)
+    ref = np.asarray(xla(x, k))
+    np.testing.assert_allclose(np.asarray(jax.jit(taps)(x, k)), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    grads = [jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * g), argnums=(0, 1)))(x, k) for f in (taps, xla)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * np.abs(np.asarray(b)).max())
+
+
+def test_cnn_gradients_equal_across_conv_impls():
+    """The default CPU head (taps, activations folded into the next conv) trains as the plain one."""
+    x = jax.random.normal(jax.random.key(13), (1, 24, 24, 6))
+    y = jax.random.randint(jax.random.key(14), (1, 24, 24), 0, 3)
+    make = lambda impl, remat: H.CNNHead(3, embed_features=8, channels=(8,) * 7, conv_impl=impl, remat=remat)
+    p = make('xla', False).init(jax.random.key(15), x)
+
+    def grads(head):
+        loss = lambda p: optax_loss(head.apply(p, x), y)
+        return jax.jit(jax.grad(loss))(p)
+    ref = grads(make('xla', False))
+    for impl, remat in (('taps', True), ('im2col', True), ('im2col', False), ('xla', True)):
+        assert _max_diff(grads(make(impl, remat)), ref) < 1e-5 * max(np.abs(np.asarray(a)).max()
+                                                                   for a in jax.tree.leaves(ref))
+
+
+def optax_loss(logits, y):
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1))
+
+
+def test_bfloat16_activations_train_as_float32():
+    """Activations stored in bfloat16 (gsd.features.FeatureExtractor.stored_activations(dtype=...)):
+    the head widens them and computes in float32, so training equals float32 training on the rounded
+    values to float tolerance, and stays within 2% (losses) of training on the unrounded ones."""
+    acts, layout = random_activations()
+    half = {k: v.astype(jnp.bfloat16) for k, v in acts.items()}
+    widened = {k: v.astype(jnp.float32) for k, v in half.items()}
+    labels = jnp.argmax(layout.concat(acts) @ jax.random.normal(jax.random.key(4), (layout.channels, 3)), axis=-1)
+    head = H.CNNHead(3, embed_features=8, channels=(8,) * 7, first_layer_fused=True, layout=layout)
+    keys = jax.random.split(jax.random.key(16), 2)
+    run = lambda a: H.train_heads(head, keys, a, labels, epochs=20, lr=1e-2)
+    (p16, l16), (pw, lw), (p32, l32) = run(half), run(widened), run(acts)
+    np.testing.assert_allclose(np.asarray(l16), np.asarray(lw), rtol=1e-5, atol=1e-6)
+    assert _max_diff(p16, pw) < 1e-5
+    np.testing.assert_allclose(np.asarray(l16), np.asarray(l32), rtol=2e-2)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(p16))

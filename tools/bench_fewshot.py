@@ -5,9 +5,12 @@
 
 Each (resolution, mode) runs in its own subprocess so its peak RSS (ru_maxrss) is its own. The child
 builds a config-f StyleGAN2 at that resolution with random weights, captures every synthesis conv
-from 8 px to full resolution for `--shots` images (the authors' layer set), and trains the paper's
-CNN head with `gsd.heads.train_heads` (one image per step) for `--steps` steps, twice: the first call
-compiles, the second is timed. Modes:
+from 8 px to full resolution for `--shots` images (the authors' layer set) one image at a time into
+buffers allocated once (`FeatureExtractor.stored_activations`), stored in `--dtype` (default
+bfloat16: half the memory; the head widens them and computes in float32, see gsd.heads), and trains
+the paper's CNN head with `gsd.heads.train_heads` (one image per step) for `--steps` steps, twice:
+the first call compiles, the second is timed. The peak RSS is reported after the features and at the
+end (features + the training program's compile and run). Modes:
   fused  - the head's first layer runs per layer at the layer's own resolution (gsd's default);
   naive  - the (shots, S, S, C) concatenated map is built first (what the authors' code does).
 A mode whose feature storage alone would exceed half of this machine's RAM is not run; its estimate
@@ -26,7 +29,7 @@ import sys
 import time
 
 
-def child(res: int, mode: str, shots: int, steps: int) -> dict:
+def child(res: int, mode: str, shots: int, steps: int, dtype: str) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -39,16 +42,14 @@ def child(res: int, mode: str, shots: int, steps: int) -> dict:
     z = jax.random.normal(jax.random.PRNGKey(1), (shots, 512))
     ws = jax.jit(lambda v, z: g.apply(v, z, method='map'))(variables, z)
     t0 = time.perf_counter()
-    acts = {}
-    for i in range(shots):        # one image at a time: the generator's own peak stays that of batch 1
-        a = ext.activations(variables, ws[i:i + 1])
-        for k, v in a.items():
-            acts.setdefault(k, []).append(np.asarray(v))
-    acts = {k: jnp.asarray(np.concatenate(v)) for k, v in acts.items()}
+    # One image at a time into buffers allocated once: the generator's own peak stays that of batch 1.
+    acts = ext.stored_activations(variables, ws, batch_size=1, dtype=dtype)
+    jax.block_until_ready(acts)
     t_features = time.perf_counter() - t0
+    rss_features = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     labels = jnp.asarray(np.random.RandomState(0).randint(0, 10, (shots, res, res)), jnp.int32)
     if mode == 'naive':
-        data = ext.layout.concat(acts)
+        data = ext.layout.concat(acts, jnp.float32)
         del acts
         head = heads.CNNHead(10, in_features=ext.channels)
     else:
@@ -68,6 +69,7 @@ def child(res: int, mode: str, shots: int, steps: int) -> dict:
     return {'resolution': res, 'mode': mode, 'shots': shots, 'channels': ext.channels, 'steps': epochs * shots,
             'features_seconds': round(t_features, 2), 'compile_and_first_seconds': round(t_first, 2),
             'seconds_per_step': round(step, 4), 'paper_schedule_hours': round(step * 1000 * shots / 3600, 2),
+            'dtype': dtype, 'peak_rss_features_gb': round(rss_features, 3),
             'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
             'device': str(jax.devices()[0])}
 
@@ -90,10 +92,12 @@ def main():
     ap.add_argument('--modes', nargs='+', default=['fused', 'naive'], choices=['fused', 'naive'])
     ap.add_argument('--shots', type=int, default=10)
     ap.add_argument('--steps', type=int, default=10, help='timed head-training steps (one image each)')
+    ap.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float32'],
+                    help='storage dtype of the captured activations (the head computes in float32 either way)')
     ap.add_argument('--child', nargs=2, metavar=('RES', 'MODE'), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(int(args.child[0]), args.child[1], args.shots, args.steps)))
+        print(json.dumps(child(int(args.child[0]), args.child[1], args.shots, args.steps, args.dtype)))
         return
     from gsd.benchmarking import measure_peak
     peak = measure_peak()
@@ -111,12 +115,13 @@ def main():
                 results.append(r)
                 continue
             proc = subprocess.run([sys.executable, __file__, '--child', str(res), mode, '--shots', str(args.shots),
-                                   '--steps', str(args.steps)], capture_output=True, text=True)
+                                   '--steps', str(args.steps), '--dtype', args.dtype], capture_output=True, text=True)
             if proc.returncode:
                 r = {'resolution': res, 'mode': mode, 'failed': proc.stderr.strip().splitlines()[-1:]}
             else:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f'{res} px {mode}: {r["channels"]} channels, peak RSS {r["peak_rss_gb"]:.2f} GB, '
+                print(f'{res} px {mode}: {r["channels"]} channels ({r["dtype"]}), peak RSS {r["peak_rss_gb"]:.2f} GB '
+                      f'({r["peak_rss_features_gb"]:.2f} GB after the features), '
                       f'{r["seconds_per_step"]:.3f} s/step ({r["paper_schedule_hours"]} h for the paper\'s 1000 '
                       f'epochs of {args.shots} shots), features {r["features_seconds"]} s, '
                       f'first call {r["compile_and_first_seconds"]} s')
