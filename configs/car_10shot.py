@@ -61,6 +61,8 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     f.feature_size = 0                 # the generator's resolution (256 horse, 512 car)
     f.upsample = 'bilinear'
     f.align_corners = True
+    # Storage of the shots' activations; the heads compute in float32. bfloat16 halves it (face_1shot.py).
+    f.feature_dtype = 'bfloat16'
     f.epochs = 1000
     f.lr = 1e-3
     f.weight_decay = 1e-3

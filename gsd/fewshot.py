@@ -30,6 +30,7 @@ import numpy as np
 from gsd import features, heads, param_store, sampling, shots
 
 HEAD_KINDS = ('cnn', 'mlp')
+FEATURE_DTYPES = ('float32', 'bfloat16')   # how the shots' activations are stored; heads compute in float32
 
 
 def make_head(kind: str, num_classes: int, layout: features.FeatureLayout):
@@ -109,7 +110,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     if labels.shape[1] != ext.out_size:
         raise ValueError(f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '
                          f'{ext.out_size} px (fewshot.feature_size)')
-    acts = ext.activations(variables, jnp.asarray(ws))
+    if cfg.feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f'fewshot.feature_dtype must be one of {FEATURE_DTYPES}, got {cfg.feature_dtype!r}')
+    # One shot at a time into buffers allocated once: the generator never runs at batch N.
+    acts = ext.stored_activations(variables, jnp.asarray(ws), batch_size=1, dtype=cfg.feature_dtype)
     head = make_head(cfg.head, len(config.classes.names), ext.layout)
     keys = jax.random.split(jax.random.key(config.seed + 1), cfg.ensemble)
     params, losses = heads.train_heads(head, keys, acts, labels, epochs=cfg.epochs, lr=cfg.lr,
