@@ -105,13 +105,13 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         if before.get('settings') == settings:
             print(f'fewshot: {out} already holds heads trained with these settings on these shots; kept')
             return before
+    if cfg.feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f'fewshot.feature_dtype must be one of {FEATURE_DTYPES}, got {cfg.feature_dtype!r}')
     module, variables = sampling.build_generator(config.generator)
     ext = extractor_for(module, cfg)
     if labels.shape[1] != ext.out_size:
         raise ValueError(f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '
                          f'{ext.out_size} px (fewshot.feature_size)')
-    if cfg.feature_dtype not in FEATURE_DTYPES:
-        raise ValueError(f'fewshot.feature_dtype must be one of {FEATURE_DTYPES}, got {cfg.feature_dtype!r}')
     # One shot at a time into buffers allocated once: the generator never runs at batch N.
     acts = ext.stored_activations(variables, jnp.asarray(ws), batch_size=1, dtype=cfg.feature_dtype)
     head = make_head(cfg.head, len(config.classes.names), ext.layout)
