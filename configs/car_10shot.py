@@ -3,7 +3,7 @@
 You bring the files: NVIDIA's `stylegan2-car-config-f.pkl` (512x384 pictures inside 512x512 frames:
 gsd crops rows 64..447, `generator.crop_rows`) and PASCAL-Part (Annotations_Part/*.mat) with the
 PASCAL VOC 2010 JPEGImages. Classes: background, body, plate, light, wheel, window (gsd's grouping of
-PASCAL-Part's parts is documented in gsd.part_datasets; the paper does not state its own).
+PASCAL-Part's parts is documented in gsd.io.part_datasets; the paper does not state its own).
 1. python -m gsd.main --config=configs/car_10shot.py --workdir=/tmp/car10 \
        --config.generator.checkpoint=/data/stylegan2-car-config-f.pkl --config.stages=shots
    then paint WORKDIR/shots/labels/*.png (legend in WORKDIR/shots/classes.json).
@@ -17,32 +17,41 @@ to the generator's resolution; projection ~1000 steps per image, so `report.num_
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return build('car', arg, 'car_10shot', 'stylegan2-car-config-f.pkl (NVIDIA StyleGAN2, LSUN car 512 px)',
-                 resolution=512, crop_rows=(64, 448))
+    return build(
+        'car',
+        arg,
+        'car_10shot',
+        'stylegan2-car-config-f.pkl (NVIDIA StyleGAN2, LSUN car 512 px)',
+        resolution=512,
+        crop_rows=(64, 448),
+    )
 
 
 def build(category: str, arg, name: str, official: str, resolution: int, crop_rows=()) -> ml_collections.ConfigDict:
-    from gsd import part_datasets
-    if arg not in (None, '', 'smoke'):
-        raise ValueError(f'unknown config argument {arg!r}; use configs/{name}.py or configs/{name}.py:smoke')
+    from gsd.io import part_datasets
+
+    args = common.parse_arg(arg, name)
     c = ml_collections.ConfigDict()
     c.stages = ('shots', 'fewshot', 'report')
     c.seed = 0
 
     g = c.generator = ml_collections.ConfigDict()
-    g.checkpoint = ''                  # required: --config.generator.checkpoint=PATH
+    g.checkpoint = ''  # required: --config.generator.checkpoint=PATH
     g.official = official
     g.which = 'G_ema'
     # The architecture of the official file (shape checks before it is read; the file's own wins).
-    g.expected = ml_collections.ConfigDict(dict(resolution=resolution, channel_base=32768, channel_max=512,
-                                                z_dim=512, w_dim=512, n_mlp=8))
+    g.expected = ml_collections.ConfigDict(
+        dict(resolution=resolution, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, n_mlp=8)
+    )
     g.crop_rows = crop_rows
 
     k = c.classes = ml_collections.ConfigDict()
     k.names = part_datasets.pascal_part_classes(category)
-    k.colours = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)][:len(k.names)]
+    k.colours = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)][: len(k.names)]
     k.flip_permutation = tuple(range(len(k.names)))
 
     s = c.shots = ml_collections.ConfigDict()
@@ -58,7 +67,7 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     f.layers = ()
     f.groups = ''
     f.res_range = ()
-    f.feature_size = 0                 # the generator's resolution (256 horse, 512 car)
+    f.feature_size = 0  # the generator's resolution (256 horse, 512 car)
     f.upsample = 'bilinear'
     f.align_corners = True
     # Storage of the shots' activations; the heads compute in float32. bfloat16 halves it (face_1shot.py).
@@ -70,28 +79,20 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     f.lr_decay_factor = 0.1
     f.batch_size = 1
 
-    p = c.projection = ml_collections.ConfigDict()
-    p.loss = 'pixel'
-    p.vgg16_path = ''
-    p.lpips_path = ''
-    p.space = 'w+'
-    p.optimize_noise = True
-    p.steps = 1000
-    p.lr = 0.1
-    p.batch_size = 4
+    p = common.projection_block(c, steps=1000, batch_size=4)
 
     c.segment = ml_collections.ConfigDict()
     c.segment.input = ''
 
     r = c.report = ml_collections.ConfigDict()
     r.data = 'pascal_part'
-    r.data_root = ''                   # required for report: the folder with Annotations_Part/ and JPEGImages/
+    r.data_root = ''  # required for report: the folder with Annotations_Part/ and JPEGImages/
     r.category = category
     r.num_test = 100
     r.methods = ('fewshot', 'rgb_baseline')
     r.num_shown = 16
 
-    if arg == 'smoke':
+    if 'smoke' in args:
         f.epochs, f.lr_decay_every = 6, 2
         p.steps, p.batch_size = 5, 1
         r.num_test, r.num_shown = 2, 2

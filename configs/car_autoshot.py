@@ -9,29 +9,21 @@ UNet trained with the paper's recipe (see configs/face_autoshot.py), evaluated w
 on PASCAL-Part car crops. `:smoke` shrinks every count for a quick check. Every stage resumes.
 """
 
-import importlib.util
-import pathlib
-
-from gsd import autoshot
-
-
-def load_base(name: str):
-    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from configs import car_10shot, common
 
 
 def get_config(arg: str | None = None):
-    return with_autoshot(load_base('car_10shot').get_config(arg), arg)
+    return with_autoshot(car_10shot.get_config(arg), arg, 'car_autoshot')
 
 
-def with_autoshot(c, arg):
+def with_autoshot(c, arg, name: str):
+    """A 10-shot PASCAL-Part config (car or horse) with the paper's auto-shot stages."""
     c.stages = ('shots', 'fewshot', 'autoshot_data', 'autoshot', 'report')
-    autoshot.add_config(c, num_images=5000, base_width=32, epochs=300, batch_size=16, generation_batch=8,
-                        dtype='bfloat16')
+    common.autoshot_blocks(
+        c, num_images=5000, base_width=32, epochs=300, batch_size=16, generation_batch=8, dtype='bfloat16'
+    )
     c.report.methods = ('autoshot',)
-    if arg == 'smoke':
+    if 'smoke' in common.parse_arg(arg, name):
         c.autoshot_data.num_images, c.autoshot_data.chunk_size, c.autoshot_data.batch_size = 8, 4, 1
         c.autoshot.epochs, c.autoshot.batch_size = 1, 2
     return c

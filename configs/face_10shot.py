@@ -7,12 +7,8 @@ then `--config.stages=fewshot,report --config.report.data_root=/data/CelebAMask-
 Arguments: `:3class` (default) or `:10class`, optionally with `,smoke`.
 """
 
-import importlib.util
-import pathlib
+from configs import face_1shot
 
 
 def get_config(arg: str | None = None):
-    spec = importlib.util.spec_from_file_location('face_1shot', pathlib.Path(__file__).with_name('face_1shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build(shots=10, arg=arg, name='face_10shot')
+    return face_1shot.build(shots=10, arg=arg, name='face_10shot')

@@ -3,7 +3,7 @@
 You bring the files (gsd never downloads): NVIDIA's `stylegan2-ffhq-config-f.pkl` (or its
 rosinality .pt conversion, or a directory from tools/convert_checkpoint.py) and CelebAMask-HQ.
 1. Sample the shot and paint its label (WORKDIR/shots/labels/00000.png; palette and legend in
-   WORKDIR/shots/classes.json; or one binary PNG per part, see gsd.annotation):
+   WORKDIR/shots/classes.json; or one binary PNG per part, see gsd.io.annotation):
     python -m gsd.main --config=configs/face_1shot.py --workdir=/tmp/face1 \
         --config.generator.checkpoint=/data/stylegan2-ffhq-config-f.pkl --config.stages=shots
 2. Train the head and evaluate on the CelebAMask-HQ test split:
@@ -19,41 +19,51 @@ Expected runtime: head training minutes on a GPU; projection at 1024 px is ~1000
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return build(shots=1, arg=arg, name='face_1shot')
 
 
 def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
-    from gsd import part_datasets
-    args = set((arg or '').split(','))
-    args.discard('')
+    from gsd.io import part_datasets
+
+    args = common.parse_arg(arg, name, ('smoke', '3class', '10class'))
     kind = '10class' if '10class' in args else '3class'
-    unknown = args - {'smoke', '3class', '10class'}
-    if unknown:
-        raise ValueError(f'unknown config argument {arg!r}; use configs/{name}.py[:3class|:10class][,smoke]')
     c = ml_collections.ConfigDict()
     c.stages = ('shots', 'fewshot', 'report')
     c.seed = 0
 
     g = c.generator = ml_collections.ConfigDict()
-    g.checkpoint = ''                  # required: --config.generator.checkpoint=PATH
+    g.checkpoint = ''  # required: --config.generator.checkpoint=PATH
     g.official = 'stylegan2-ffhq-config-f.pkl (NVIDIA StyleGAN2, FFHQ 1024 px)'
     g.which = 'G_ema'
     # The architecture of the official file (shape checks before it is read; the file's own wins).
-    g.expected = ml_collections.ConfigDict(dict(resolution=1024, channel_base=32768, channel_max=512,
-                                                z_dim=512, w_dim=512, n_mlp=8))
+    g.expected = ml_collections.ConfigDict(
+        dict(resolution=1024, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, n_mlp=8)
+    )
 
     k = c.classes = ml_collections.ConfigDict()
     k.names = part_datasets.celebamask_classes(kind)
-    k.colours = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-                 (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)][:len(k.names)]
-    k.flip_permutation = tuple(range(len(k.names)))   # merged classes have no left/right pairs
+    k.colours = [
+        (0, 0, 0),
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+    ][: len(k.names)]
+    k.flip_permutation = tuple(range(len(k.names)))  # merged classes have no left/right pairs
 
     s = c.shots = ml_collections.ConfigDict()
     s.num = shots
     s.truncation_psi = 0.7
-    s.annotator = 'none'               # you paint WORKDIR/shots/labels/*.png
+    s.annotator = 'none'  # you paint WORKDIR/shots/labels/*.png
     s.batch_size = 1
     s.max_candidates = shots
 
@@ -63,7 +73,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     f.layers = ()
     f.groups = ''
     f.res_range = ()
-    f.feature_size = 512               # the authors resized every activation to 512 px
+    f.feature_size = 512  # the authors resized every activation to 512 px
     f.upsample = 'bilinear'
     f.align_corners = True
     # Storage of the shots' activations; the heads compute in float32. 10 shots of every layer at 512 px
@@ -76,22 +86,14 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     f.lr_decay_factor = 0.1
     f.batch_size = 1
 
-    p = c.projection = ml_collections.ConfigDict()
-    p.loss = 'pixel'                   # 'lpips' + the two weight files for the standard recipe
-    p.vgg16_path = ''                  # torchvision vgg16-397923af.pth
-    p.lpips_path = ''                  # the lpips package's weights/v0.1/vgg.pth
-    p.space = 'w+'
-    p.optimize_noise = True
-    p.steps = 1000
-    p.lr = 0.1
-    p.batch_size = 4
+    p = common.projection_block(c, steps=1000, batch_size=4)
 
     c.segment = ml_collections.ConfigDict()
     c.segment.input = ''
 
     r = c.report = ml_collections.ConfigDict()
     r.data = 'celebamask'
-    r.data_root = ''                   # required for the report stage: CelebAMask-HQ's root folder
+    r.data_root = ''  # required for the report stage: CelebAMask-HQ's root folder
     r.kind = kind
     r.split = 'test'
     r.num_test = 100

@@ -18,23 +18,18 @@ Generation and training want an accelerator: about 5,000 generator + head passes
 Arguments: `:3class` (default) or `:10class`, optionally with `,smoke`.
 """
 
-import importlib.util
-import pathlib
-
-from gsd import autoshot
+from configs import common, face_1shot
 
 
 def get_config(arg: str | None = None):
-    spec = importlib.util.spec_from_file_location('face_1shot', pathlib.Path(__file__).with_name('face_1shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.build(shots=10, arg=arg, name='face_autoshot')
+    c = face_1shot.build(shots=10, arg=arg, name='face_autoshot')
     c.stages = ('shots', 'fewshot', 'autoshot_data', 'autoshot', 'report')
-    autoshot.add_config(c, num_images=5000, base_width=32, epochs=300, batch_size=16, generation_batch=8,
-                        dtype='bfloat16')
+    common.autoshot_blocks(
+        c, num_images=5000, base_width=32, epochs=300, batch_size=16, generation_batch=8, dtype='bfloat16'
+    )
     c.report.methods = ('autoshot',)
-    c.report.num_test = 0              # the whole test split: the UNet needs no projection
-    if 'smoke' in (arg or ''):
+    c.report.num_test = 0  # the whole test split: the UNet needs no projection
+    if 'smoke' in common.parse_arg(arg, 'face_autoshot', ('smoke', '3class', '10class')):
         c.autoshot_data.num_images, c.autoshot_data.chunk_size, c.autoshot_data.batch_size = 8, 4, 1
         c.autoshot.epochs, c.autoshot.batch_size = 1, 2
         c.report.num_test = 2

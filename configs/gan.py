@@ -13,25 +13,16 @@ Rerunning the same command resumes from the last checkpoint. Outputs as configs/
 `:smoke` is a seconds-long CPU run of the same code on the built-in toy source (no data needed).
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _toy_gan():
-    # The shared defaults live in toy_gan.py; load it by path so this works from any working directory.
-    spec = importlib.util.spec_from_file_location('toy_gan', pathlib.Path(__file__).with_name('toy_gan.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from configs import common, toy_gan
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = _toy_gan().get_config('smoke' if arg == 'smoke' else None)
-    if arg not in (None, 'smoke'):
-        raise ValueError(f'unknown config argument {arg!r}; use configs/gan.py or configs/gan.py:smoke')
-    if arg == 'smoke':
+    # The shared defaults live in toy_gan.py.
+    smoke = 'smoke' in common.parse_arg(arg, 'gan')
+    c = toy_gan.get_config('smoke' if smoke else None)
+    if smoke:
         return c
     g = c.gan
     g.resolution = 256
@@ -40,15 +31,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     g.n_mlp = 8
     g.batch_size = 32
     g.total_steps = 200_000
-    g.r1_gamma = 0.0002 * 256 ** 2 / 32    # NVIDIA's heuristic for this resolution and batch
+    g.r1_gamma = 0.0002 * 256**2 / 32  # NVIDIA's heuristic for this resolution and batch
     g.pl_weight = 2.0
     g.ema_kimg = 10.0
     g.log_every, g.sample_every, g.checkpoint_every = 100, 2000, 2000
     g.data_workers = 4
     d = g.data = ml_collections.ConfigDict()
-    d.kind = 'folder'             # or 'tfds'
-    d.path = ''                   # folder of images (kind='folder')
-    d.name = ''                   # TFDS name, e.g. 'toy_faces/<config>' (kind='tfds')
+    d.kind = 'folder'  # or 'tfds'
+    d.path = ''  # folder of images (kind='folder')
+    d.name = ''  # TFDS name, e.g. 'toy_faces/<config>' (kind='tfds')
     d.split = 'train'
     d.data_dir = ''
     d.image_key = 'image'

@@ -8,13 +8,14 @@ neck_torso, legs (with hooves), tail. Paper: average IoU 53.1 (10-shot).
 `:smoke` shrinks epochs, steps and the test set.
 """
 
-import importlib.util
-import pathlib
+from configs import car_10shot
 
 
 def get_config(arg: str | None = None):
-    spec = importlib.util.spec_from_file_location('car_10shot', pathlib.Path(__file__).with_name('car_10shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build('horse', arg, 'horse_10shot', 'stylegan2-horse-config-f.pkl (NVIDIA StyleGAN2, LSUN horse 256 px)',
-                        resolution=256)
+    return car_10shot.build(
+        'horse',
+        arg,
+        'horse_10shot',
+        'stylegan2-horse-config-f.pkl (NVIDIA StyleGAN2, LSUN horse 256 px)',
+        resolution=256,
+    )

@@ -7,13 +7,8 @@ Label the ten shots as in configs/horse_10shot.py, then:
 The same recipe as configs/car_autoshot.py at the horse model's 256 px. `:smoke` shrinks it.
 """
 
-import importlib.util
-import pathlib
+from configs import car_autoshot, horse_10shot
 
 
 def get_config(arg: str | None = None):
-    here = pathlib.Path(__file__)
-    spec = importlib.util.spec_from_file_location('car_autoshot', here.with_name('car_autoshot.py'))
-    car = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(car)
-    return car.with_autoshot(car.load_base('horse_10shot').get_config(arg), arg)
+    return car_autoshot.with_autoshot(horse_10shot.get_config(arg), arg, 'horse_autoshot')

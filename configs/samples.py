@@ -14,16 +14,18 @@ textured noise: it shows the machinery works, not a trained model). Point it at 
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.stages = ('samples',)
-    c.seed = 0                       # drives z; override with --config.seed=N
+    c.seed = 0  # drives z; override with --config.seed=N
 
     g = c.generator = ml_collections.ConfigDict()
-    g.checkpoint = ''                # any file or directory gsd.stylegan2.load reads; '' = random weights
+    g.checkpoint = ''  # any file or directory gsd.stylegan2.load reads; '' = random weights
     g.which = 'G_ema'
-    g.crop_rows = ()                 # (64, 448) for the car models
+    g.crop_rows = ()  # (64, 448) for the car models
     # Architecture of the random-weights generator (ignored when a checkpoint is given).
     g.resolution = 64
     g.channel_base = 4096
@@ -38,9 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.batch_size = 8
     s.truncation_psi = 1.0
 
-    if arg == 'smoke':
+    if 'smoke' in common.parse_arg(arg, 'samples'):
         g.resolution, g.channel_max, g.z_dim, g.w_dim, g.n_mlp = 16, 32, 32, 32, 2
         s.num, s.batch_size = 4, 4
-    elif arg:
-        raise ValueError(f'unknown config argument {arg!r}; use configs/samples.py or configs/samples.py:smoke')
     return c

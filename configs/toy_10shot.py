@@ -7,15 +7,10 @@ on ten annotated samples (300 epochs of ten images: about ten times the one-shot
 `:smoke` as in toy_1shot.py.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
+
+from configs import toy_1shot
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    # The shared settings live in toy_1shot.py; load it by path so this works from any directory.
-    spec = importlib.util.spec_from_file_location('toy_1shot', pathlib.Path(__file__).with_name('toy_1shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build(shots=10, arg=arg, name='toy_10shot')
+    return toy_1shot.build(shots=10, arg=arg, name='toy_10shot')

@@ -18,8 +18,8 @@ initialisation, projection noise and which real toy images are the test and supe
 
 import ml_collections
 
-from gsd import autoshot   # the auto-shot config blocks
-from gsd import toy        # class names and colours of the toy world
+from configs import common
+from gsd import toy  # class names and colours of the toy world
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     c.seed = 0
 
     g = c.generator = ml_collections.ConfigDict()
-    g.checkpoint = 'gsd:toy'           # the shipped toy generator; any gsd.stylegan2.load path works
+    g.checkpoint = 'gsd:toy'  # the shipped toy generator; any gsd.stylegan2.load path works
     g.which = 'G_ema'
 
     k = c.classes = ml_collections.ConfigDict()
@@ -42,9 +42,9 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     k.flip_permutation = (0, 1, 2, 4, 3, 5, 6)
 
     s = c.shots = ml_collections.ConfigDict()
-    s.num = shots                      # labelled generated images
+    s.num = shots  # labelled generated images
     s.truncation_psi = 0.7
-    s.annotator = 'toy'                # 'none': write label templates for a person to paint
+    s.annotator = 'toy'  # 'none': write label templates for a person to paint
     s.batch_size = 8
     s.max_candidates = 400
 
@@ -54,14 +54,14 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     # the whole image, so from one shot it learns where parts were rather than what they look like
     # (30 weighted IoU on 100 annotated generated faces, against 87 for the MLP; 1 shot, 200 epochs at / 10).
     f.head = 'mlp'
-    f.ensemble = 1                     # heads trained at once (vmapped, over devices); predictions averaged
-    f.layers = ()                      # explicit conv names; or:
-    f.groups = ''                      # Table 7's groups, e.g. 'AB'; or:
-    f.res_range = ()                   # (min_px, max_px); all empty = the authors' set (8 px .. full)
-    f.feature_size = 0                 # 0 = the generator's resolution
+    f.ensemble = 1  # heads trained at once (vmapped, over devices); predictions averaged
+    f.layers = ()  # explicit conv names; or:
+    f.groups = ''  # Table 7's groups, e.g. 'AB'; or:
+    f.res_range = ()  # (min_px, max_px); all empty = the authors' set (8 px .. full)
+    f.feature_size = 0  # 0 = the generator's resolution
     f.upsample = 'bilinear'
     f.align_corners = True
-    f.feature_dtype = 'float32'      # 448 channels at 64 px: 7 MB a shot, nothing to save
+    f.feature_dtype = 'float32'  # 448 channels at 64 px: 7 MB a shot, nothing to save
     # The paper's Adam 1e-3 and weight decay 1e-3, with its authors' code's decay (lr x 0.9 every 50
     # epochs; the paper's text says / 10) for 300 of the 1000 epochs. With one shot an epoch is one
     # step, so / 10 leaves ~100 useful steps: measured on 100 annotated generated faces, / 10 for 200
@@ -74,40 +74,30 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     f.lr_decay_factor = 0.9
     f.batch_size = 1
 
-    p = c.projection = ml_collections.ConfigDict()
-    p.loss = 'pixel'                   # 'lpips' with vgg16_path and lpips_path (see gsd.projection)
-    p.vgg16_path = ''
-    p.lpips_path = ''
-    p.space = 'w+'
-    p.optimize_noise = True
-    p.steps = 200                      # the standard recipe's schedule compressed (1000 for photos)
-    p.lr = 0.1
-    p.batch_size = 50                  # images projected together in one program
+    p = common.projection_block(c, steps=200, batch_size=50)  # 200: the standard schedule compressed
 
-    # Auto-shot (paper 3.3): the heads label generated images, a UNet learns from them (gsd.autoshot).
-    autoshot.add_config(c, num_images=600, base_width=16, epochs=5, batch_size=16)   # ~1.5 min of the demo
+    # Auto-shot (paper 3.3): the heads label generated images, a UNet learns from them (gsd.pipeline.autoshot).
+    common.autoshot_blocks(c, num_images=600, base_width=16, epochs=5, batch_size=16)  # ~1.5 min of the demo
 
     c.segment = ml_collections.ConfigDict()
-    c.segment.input = ''               # folder of images for the `segment` stage
+    c.segment.input = ''  # folder of images for the `segment` stage
 
     r = c.report = ml_collections.ConfigDict()
     r.data = 'toy'
     r.num_test = 100
-    r.test_seed = c.get_ref('seed') + 2_000_000    # toy.sample streams; the GAN trained on seed 1000's
+    r.test_seed = c.get_ref('seed') + 2_000_000  # toy.sample streams; the GAN trained on seed 1000's
     r.supervised_seed = c.get_ref('seed') + 3_000_000
     r.methods = ('fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot', 'autoshot')
-    r.composite = True                 # also segment 3 toy faces on a 192x128 canvas (auto-shot's UNet)
+    r.composite = True  # also segment 3 toy faces on a 192x128 canvas (auto-shot's UNet)
     r.supervised_steps = 400
     r.supervised_batch = 8
     r.unet_width = 16
     r.num_shown = 16
 
-    if arg == 'smoke':
+    if 'smoke' in common.parse_arg(arg, name):
         f.epochs, f.lr_decay_every = 6, 2
         p.steps, p.batch_size = 5, 4
         c.autoshot_data.num_images, c.autoshot_data.chunk_size, c.autoshot_data.batch_size = 24, 8, 4
         c.autoshot.epochs, c.autoshot.batch_size = 2, 4
         r.num_test, r.supervised_steps, r.supervised_batch, r.num_shown = 4, 3, 2, 4
-    elif arg:
-        raise ValueError(f'unknown config argument {arg!r}; use configs/{name}.py or configs/{name}.py:smoke')
     return c

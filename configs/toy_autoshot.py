@@ -11,17 +11,13 @@ Expected runtime on 2 CPU cores, from tools/bench_autoshot.py's rates: about 3 m
 `:smoke` as in toy_1shot.py.
 """
 
-import importlib.util
-import pathlib
+from configs import common, toy_1shot
 
 
 def get_config(arg: str | None = None):
-    spec = importlib.util.spec_from_file_location('toy_1shot', pathlib.Path(__file__).with_name('toy_1shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.build(shots=1, arg=arg, name='toy_autoshot')
+    c = toy_1shot.build(shots=1, arg=arg, name='toy_autoshot')
     c.report.methods = ('fewshot', 'autoshot')
-    if arg != 'smoke':
+    if 'smoke' not in common.parse_arg(arg, 'toy_autoshot'):
         c.autoshot_data.num_images = 2000
         c.autoshot.epochs = 20
     return c

@@ -25,16 +25,18 @@ Runtime and result (2-core CPU; `python tools/toy_quality.py WORKDIR/generator` 
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.stages = ('train_gan',)
-    c.seed = 0                    # drives initialisation, latents and data order
+    c.seed = 0  # drives initialisation, latents and data order
 
     g = c.gan = ml_collections.ConfigDict()
     # Architecture (NVIDIA channel rule: min(channel_base // R, channel_max) per resolution R).
     g.resolution = 64
-    g.channel_base = 2048          # channels 64, 64, 64, 64, 32 at 4..64 px: ~1.8 s per step on 2 CPU cores
+    g.channel_base = 2048  # channels 64, 64, 64, 64, 32 at 4..64 px: ~1.8 s per step on 2 CPU cores
     g.channel_max = 64
     g.z_dim = 128
     g.w_dim = 128
@@ -42,13 +44,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     g.mapping_lr_mul = 0.01
     g.mbstd_group_size = 4
     # Optimisation (StyleGAN2-ADA's recipe; lr and betas get the lazy-regularisation correction).
-    g.batch_size = 32             # global, over all devices
-    g.total_steps = 3600            # 115k images
+    g.batch_size = 32  # global, over all devices
+    g.total_steps = 3600  # 115k images
     g.lr_g = 0.0025
     g.lr_d = 0.0025
-    g.r1_gamma = 1.0              # ADA's heuristic (0.026 here) let D win and G collapse; 1.0 keeps D smooth
+    g.r1_gamma = 1.0  # ADA's heuristic (0.026 here) let D win and G collapse; 1.0 keeps D smooth
     g.r1_interval = 16
-    g.pl_weight = 0.0             # path-length regularisation off: it doubles the G cost on CPU
+    g.pl_weight = 0.0  # path-length regularisation off: it doubles the G cost on CPU
     g.pl_interval = 4
     g.pl_batch_shrink = 2
     g.pl_decay = 0.01
@@ -62,18 +64,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     g.checkpoint_every = 100
     g.keep_checkpoints = 3
     g.sample_grid = 16
-    g.data_workers = 1            # grain worker processes: rendering overlaps the training step
+    g.data_workers = 1  # grain worker processes: rendering overlaps the training step
     d = g.data = ml_collections.ConfigDict()
-    d.kind = 'toy'                # 'toy' renders on the fly; 'folder' and 'tfds' read images
+    d.kind = 'toy'  # 'toy' renders on the fly; 'folder' and 'tfds' read images
     d.resolution = g.get_ref('resolution')
     d.seed = 1000
 
-    if arg == 'smoke':
+    if 'smoke' in common.parse_arg(arg, 'toy_gan'):
         g.resolution, g.channel_base, g.channel_max, g.z_dim, g.w_dim, g.n_mlp = 16, 256, 16, 16, 16, 2
         g.batch_size, g.total_steps = 8, 6
         g.log_every, g.sample_every, g.checkpoint_every, g.sample_grid = 2, 3, 3, 4
         g.r1_interval, g.pl_weight, g.pl_interval = 4, 2.0, 3
         g.data_workers = 0
-    elif arg:
-        raise ValueError(f'unknown config argument {arg!r}; use configs/toy_gan.py or configs/toy_gan.py:smoke')
     return c

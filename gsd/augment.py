@@ -61,15 +61,25 @@ def affine_matrix(height: int, width: int, *, flip=False, scale=1.0, angle=0.0, 
     # map undoes it with R(+theta), divides by the scale and mirrors last.
     cos, sin = jnp.cos(theta) / scale, jnp.sin(theta) / scale
     f = jnp.where(flip, -1.0, 1.0)
-    a = jnp.stack([jnp.stack([f * cos, -f * sin], -1), jnp.stack([sin, cos], -1)], -2)      # (N, 2, 2)
+    a = jnp.stack([jnp.stack([f * cos, -f * sin], -1), jnp.stack([sin, cos], -1)], -2)  # (N, 2, 2)
     c = jnp.array([(width - 1) / 2, (height - 1) / 2], jnp.float32)
     b = c - jnp.einsum('nij,nj->ni', a, c + shift)
     return jnp.concatenate([a, b[..., None]], -1).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=('batch', 'height', 'width', 'flip', 'log_scale'))
-def random_affine(key, batch: int, height: int, width: int, *, flip: bool = True, scale=(0.5, 2.0),
-                  rotate: float = 10.0, translate: float = 0.5, log_scale: bool = True) -> jax.Array:
+def random_affine(
+    key,
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    flip: bool = True,
+    scale=(0.5, 2.0),
+    rotate: float = 10.0,
+    translate: float = 0.5,
+    log_scale: bool = True,
+) -> jax.Array:
     """(batch, 2, 3) random inverse maps: flip with p=0.5, scale in `scale` (log-uniform, or uniform with
     ``log_scale=False``), angle uniform in +-`rotate` degrees, shift uniform in +-`translate` x size."""
     kf, ks, kr, kt = jax.random.split(key, 4)
@@ -160,14 +170,26 @@ def apply_affine_labels(labels, matrices, background: int = 0, flip_permutation=
 
 
 @functools.partial(jax.jit, static_argnames=('flip', 'log_scale'))
-def augment(key, images, labels=None, *, flip: bool = True, scale=(0.5, 2.0), rotate: float = 10.0,
-            translate: float = 0.5, background: int = 0, fill=0.0, flip_permutation=None,
-            log_scale: bool = True):
+def augment(
+    key,
+    images,
+    labels=None,
+    *,
+    flip: bool = True,
+    scale=(0.5, 2.0),
+    rotate: float = 10.0,
+    translate: float = 0.5,
+    background: int = 0,
+    fill=0.0,
+    flip_permutation=None,
+    log_scale: bool = True,
+):
     """Random per-example auto-shot augmentation of images (N, H, W, C) and labels (integer (N, H, W) or
     probabilities (N, H, W, K), or None). Returns (images, labels) warped by the same maps."""
     n, h, w = images.shape[:3]
-    matrices = random_affine(key, n, h, w, flip=flip, scale=scale, rotate=rotate, translate=translate,
-                             log_scale=log_scale)
+    matrices = random_affine(
+        key, n, h, w, flip=flip, scale=scale, rotate=rotate, translate=translate, log_scale=log_scale
+    )
     out = apply_affine(images, matrices, fill)
     if labels is None:
         return out, None

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE_INDEX = 255   # the usual "unlabelled" value in label PNGs (PASCAL VOC's void, ADE20K, ...)
+IGNORE_INDEX = 255  # the usual "unlabelled" value in label PNGs (PASCAL VOC's void, ADE20K, ...)
 
 
 @functools.partial(jax.jit, static_argnames=('num_classes',))
@@ -62,11 +62,11 @@ class Confusion:
     small matrix comes back to the host).
     """
 
-    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
-                 ignore_index: int = IGNORE_INDEX):
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, ignore_index: int = IGNORE_INDEX):
         self.num_classes = int(num_classes)
-        self.class_names = (tuple(class_names) if class_names is not None
-                            else tuple(f'class_{i}' for i in range(self.num_classes)))
+        self.class_names = (
+            tuple(class_names) if class_names is not None else tuple(f'class_{i}' for i in range(self.num_classes))
+        )
         if len(self.class_names) != self.num_classes:
             raise ValueError(f'{len(self.class_names)} class names for {self.num_classes} classes')
         self.ignore_index = ignore_index
@@ -86,12 +86,13 @@ class Confusion:
         stray_gt = (gt >= self.num_classes) & (gt != self.ignore_index)
         if bool(stray_gt.any()):
             values = sorted(set(np.asarray(gt[stray_gt]).tolist()))[:10]
-            raise ValueError(f'ground truth holds class ids >= {self.num_classes} (other than the ignore '
-                             f'index {self.ignore_index}): {values}')
+            raise ValueError(
+                f'ground truth holds class ids >= {self.num_classes} (other than the ignore '
+                f'index {self.ignore_index}): {values}'
+            )
         matrix, stray_pred = _counts(gt, pred, self.num_classes)
         if int(stray_pred):
-            raise ValueError(f'{int(stray_pred)} predicted pixels hold a class id outside '
-                             f'[0, {self.num_classes})')
+            raise ValueError(f'{int(stray_pred)} predicted pixels hold a class id outside [0, {self.num_classes})')
         self.matrix += np.asarray(matrix, np.int64)
 
     def results(self, background: int | None = 0) -> dict:
@@ -117,7 +118,7 @@ class Confusion:
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
         gt_count, pred_count = m.sum(1), m.sum(0)
-        union = gt_count + pred_count - tp   # TP + FN + FP
+        union = gt_count + pred_count - tp  # TP + FN + FP
         with np.errstate(invalid='ignore', divide='ignore'):
             iou = np.where(union > 0, 100.0 * tp / union, np.nan)
         parts = np.ones(self.num_classes, bool)

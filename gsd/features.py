@@ -46,8 +46,12 @@ def conv_layer_names(resolution: int) -> list[str]:
     return [n for n in networks.layer_names(resolution) if n.split('.')[1] in CONV_KINDS]
 
 
-def select_layers(resolution: int, layers: Optional[Sequence[str]] = None,
-                  res_range: Optional[tuple[int, int]] = None, groups: Optional[str] = None) -> list[str]:
+def select_layers(
+    resolution: int,
+    layers: Optional[Sequence[str]] = None,
+    res_range: Optional[tuple[int, int]] = None,
+    groups: Optional[str] = None,
+) -> list[str]:
     """Synthesis convs to read, in forward order, chosen by at most one of:
 
     * `layers`: explicit names ('b16.conv0', ...);
@@ -86,6 +90,7 @@ def select_layers(resolution: int, layers: Optional[Sequence[str]] = None,
 # ---------------------------------------------------------------------------------------------
 # Resizing. Every mode is a linear map applied separably along H and W, with indices and weights
 # computed in numpy at trace time (static shapes), so it costs one or two gathers per axis.
+
 
 def _bilinear_taps(n_in: int, n_out: int, align_corners: bool):
     """PyTorch's bilinear source positions -> (lower index, upper index, upper weight)."""
@@ -127,11 +132,12 @@ def resize_axis(x, axis: int, size: int, upsample: str = 'bilinear', align_corne
         if n_in % size == 0:
             # Block mean: exact f32 arithmetic, no matmul precision to worry about.
             f = n_in // size
-            shape = x.shape[:axis] + (size, f) + x.shape[axis + 1:]
+            shape = x.shape[:axis] + (size, f) + x.shape[axis + 1 :]
             return jnp.mean(x.reshape(shape), axis=axis + 1)
         m = jnp.asarray(_area_matrix(n_in, size))
-        return jnp.moveaxis(jnp.tensordot(m, jnp.moveaxis(x, axis, 0), axes=1,
-                                          precision=jax.lax.Precision.HIGHEST), 0, axis)
+        return jnp.moveaxis(
+            jnp.tensordot(m, jnp.moveaxis(x, axis, 0), axes=1, precision=jax.lax.Precision.HIGHEST), 0, axis
+        )
     if upsample == 'nearest':
         return jnp.take(x, jnp.asarray(_nearest_taps(n_in, size)), axis=axis)
     if upsample == 'bilinear':
@@ -149,6 +155,7 @@ def resize(x, size: int, upsample: str = 'bilinear', align_corners: bool = True)
 
 # ---------------------------------------------------------------------------------------------
 # Layout of the concatenated features, and the fused first layer.
+
 
 def resize_matrix(n_in: int, n_out: int, upsample: str = 'bilinear', align_corners: bool = True) -> np.ndarray:
     """`resize_axis` as an (n_out, n_in) matrix: out = M @ x along the axis."""
@@ -185,7 +192,7 @@ def banded_resize_sum(xs: Sequence[Any], mats: Sequence[np.ndarray], axis: int, 
     for m in mats:
         spans = []
         for b in range(nb):
-            nz = np.flatnonzero(np.any(m[b * block:(b + 1) * block] != 0, axis=0))
+            nz = np.flatnonzero(np.any(m[b * block : (b + 1) * block] != 0, axis=0))
             spans.append((int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 1))
         width = max(hi - lo for lo, hi in spans)
         starts.append([min(lo, m.shape[1] - width) for lo, _ in spans])
@@ -194,13 +201,14 @@ def banded_resize_sum(xs: Sequence[Any], mats: Sequence[np.ndarray], axis: int, 
     for b in range(nb):
         col = 0
         for m, st, width in zip(mats, starts, widths):
-            rows = m[b * block:(b + 1) * block, st[b]:st[b] + width]
-            mb[b, :rows.shape[0], col:col + width] = rows
+            rows = m[b * block : (b + 1) * block, st[b] : st[b] + width]
+            mb[b, : rows.shape[0], col : col + width] = rows
             col += width
     moved = [jnp.moveaxis(x, axis, 0) for x in xs]
     rest = moved[0].shape[1:]
-    windows = jnp.stack([jnp.concatenate([x[st[b]:st[b] + width] for x, st, width in zip(moved, starts, widths)])
-                         for b in range(nb)]).reshape(nb, sum(widths), -1)
+    windows = jnp.stack(
+        [jnp.concatenate([x[st[b] : st[b] + width] for x, st, width in zip(moved, starts, widths)]) for b in range(nb)]
+    ).reshape(nb, sum(widths), -1)
     out = jnp.einsum('bow,bwp->bop', jnp.asarray(mb, windows.dtype), windows, precision=jax.lax.Precision.HIGHEST)
     return jnp.moveaxis(out.reshape((nb * block,) + rest)[:n_out], 0, axis)
 
@@ -223,9 +231,17 @@ def _project(a, weight, precision):
     return jnp.einsum('nhwc,cf->nhwf', _widen(a, dtype), weight.astype(dtype), precision=precision)
 
 
-def fused_first_layer(acts: Mapping[str, Any], weight, bias, layer_names: Sequence[str],
-                      channel_offsets: Optional[Sequence[int]], out_size: int, upsample: str = 'bilinear',
-                      align_corners: bool = True, precision=None):
+def fused_first_layer(
+    acts: Mapping[str, Any],
+    weight,
+    bias,
+    layer_names: Sequence[str],
+    channel_offsets: Optional[Sequence[int]],
+    out_size: int,
+    upsample: str = 'bilinear',
+    align_corners: bool = True,
+    precision=None,
+):
     """concat_i(resize(a_i)) @ weight + bias, without building the (S, S, C_total) map.
 
     weight: (C_total, F), rows in the concatenation's channel order; `channel_offsets[i]` is the
@@ -242,15 +258,16 @@ def fused_first_layer(acts: Mapping[str, Any], weight, bias, layer_names: Sequen
     by_size = {}
     for name, offset in zip(layer_names, channel_offsets):
         a = acts[name]
-        y = _project(a, weight[offset:offset + a.shape[-1]], precision)
+        y = _project(a, weight[offset : offset + a.shape[-1]], precision)
         size = a.shape[1:3]
         by_size[size] = y if size not in by_size else by_size[size] + y
     out = by_size.pop((out_size, out_size), None)
     if by_size:
-        cols = [banded_resize_sum([y], [resize_matrix(w, out_size, upsample, align_corners)], axis=2)
-                for (_, w), y in by_size.items()]
-        up = banded_resize_sum(cols, [resize_matrix(h, out_size, upsample, align_corners) for h, _ in by_size],
-                               axis=1)
+        cols = [
+            banded_resize_sum([y], [resize_matrix(w, out_size, upsample, align_corners)], axis=2)
+            for (_, w), y in by_size.items()
+        ]
+        up = banded_resize_sum(cols, [resize_matrix(h, out_size, upsample, align_corners) for h, _ in by_size], axis=1)
         out = up if out is None else out + up
     return out + bias
 
@@ -259,6 +276,7 @@ def fused_first_layer(acts: Mapping[str, Any], weight, bias, layer_names: Sequen
 class FeatureLayout:
     """Which layers, their channels, and how they are resized and stacked: all a head needs to read
     per-layer activations (fused path) or to interpret the concatenated map's channels."""
+
     layers: tuple[str, ...]
     layer_channels: tuple[int, ...]
     out_size: int
@@ -272,12 +290,20 @@ class FeatureLayout:
             raise ValueError('one channel count per layer')
 
     @classmethod
-    def for_generator(cls, resolution: int, channels: Sequence[int], layers: Sequence[str], out_size: int,
-                      upsample: str = 'bilinear', align_corners: bool = True) -> 'FeatureLayout':
+    def for_generator(
+        cls,
+        resolution: int,
+        channels: Sequence[int],
+        layers: Sequence[str],
+        out_size: int,
+        upsample: str = 'bilinear',
+        align_corners: bool = True,
+    ) -> 'FeatureLayout':
         """From a generator's resolution and per-block channels (4..resolution, as `Generator.channels`)."""
         per_block = dict(zip(networks.block_resolutions(resolution), channels))
-        return cls(tuple(layers), tuple(per_block[layer_resolution(n)] for n in layers), out_size, upsample,
-                   align_corners)
+        return cls(
+            tuple(layers), tuple(per_block[layer_resolution(n)] for n in layers), out_size, upsample, align_corners
+        )
 
     @property
     def channels(self) -> int:
@@ -295,11 +321,20 @@ class FeatureLayout:
 
     def first_layer(self, acts: Mapping[str, Any], weight, bias, precision=None):
         """`fused_first_layer` with this layout."""
-        return fused_first_layer(acts, weight, bias, self.layers, self.channel_offsets, self.out_size,
-                                 self.upsample, self.align_corners, precision)
+        return fused_first_layer(
+            acts,
+            weight,
+            bias,
+            self.layers,
+            self.channel_offsets,
+            self.out_size,
+            self.upsample,
+            self.align_corners,
+            precision,
+        )
 
 
-@dataclasses.dataclass(eq=False)   # identity hash: its jitted methods are bound to it
+@dataclasses.dataclass(eq=False)  # identity hash: its jitted methods are bound to it
 class FeatureExtractor:
     """Reads a generator's chosen conv activations (`activations`) or the resized, concatenated
     feature map (`extract`). Each method is one jitted program, compiled on first use per shape.
@@ -308,6 +343,7 @@ class FeatureExtractor:
     `extract`'s output (e.g. bfloat16 halves the memory of a 5,056-channel map) and the default one
     of `stored_activations`.
     """
+
     generator: networks.Generator
     out_size: int
     layers: Optional[Sequence[str]] = None
@@ -319,9 +355,10 @@ class FeatureExtractor:
         g = self.generator
         # Validates explicit names and puts them in forward order; None = the authors' set.
         self.layers = tuple(select_layers(g.resolution, layers=self.layers))
-        self.layout = FeatureLayout.for_generator(g.resolution, g.channels, self.layers, self.out_size,
-                                                  self.upsample, self.align_corners)
-        self._run = jax.jit(self._images_and_acts, static_argnames='noise_mode')
+        self.layout = FeatureLayout.for_generator(
+            g.resolution, g.channels, self.layers, self.out_size, self.upsample, self.align_corners
+        )
+        self._run = jax.jit(self.traced_images_and_activations, static_argnames='noise_mode')
         self._run_features = jax.jit(self._images_and_features, static_argnames='noise_mode')
         self._fill = jax.jit(self._fill_batch, static_argnames='noise_mode', donate_argnums=0)
 
@@ -329,7 +366,8 @@ class FeatureExtractor:
     def channels(self) -> int:
         return self.layout.channels
 
-    def _images_and_acts(self, variables, ws, noise, rng, noise_mode):
+    def traced_images_and_activations(self, variables, ws, noise=None, rng=None, noise_mode: str = 'const'):
+        """`images_and_activations` not jitted, for use inside a caller's own jitted program."""
         rngs = None if rng is None else {'noise': rng}
         if noise_mode == 'random' and rng is None and noise is None:
             raise ValueError("noise_mode='random' needs rng")
@@ -338,34 +376,41 @@ class FeatureExtractor:
         return images, {n: acts[n] for n in self.layers}
 
     def _images_and_features(self, variables, ws, noise, rng, noise_mode):
-        images, acts = self._images_and_acts(variables, ws, noise, rng, noise_mode)
+        images, acts = self.traced_images_and_activations(variables, ws, noise, rng, noise_mode)
         return images, self.layout.concat(acts, self.dtype)
 
     def _fill_batch(self, stored, variables, ws, noise, rng, start, noise_mode):
-        acts = self._images_and_acts(variables, ws, noise, rng, noise_mode)[1]
-        return {n: jax.lax.dynamic_update_slice_in_dim(stored[n], acts[n].astype(stored[n].dtype), start, 0)
-                for n in self.layers}
+        acts = self.traced_images_and_activations(variables, ws, noise, rng, noise_mode)[1]
+        return {
+            n: jax.lax.dynamic_update_slice_in_dim(stored[n], acts[n].astype(stored[n].dtype), start, 0)
+            for n in self.layers
+        }
 
-    def stored_activations(self, variables, ws, batch_size: int = 1, dtype=None, noise_mode: str = 'const',
-                           noise=None, rng=None) -> dict:
+    def stored_activations(
+        self, variables, ws, batch_size: int = 1, dtype=None, noise_mode: str = 'const', noise=None, rng=None
+    ) -> dict:
         """`activations` for many images, `batch_size` at a time, written into buffers allocated once
         in `dtype` (default: this extractor's ``dtype``): the peak is the result plus one batch's
         synthesis pass, where `activations` on all N holds N images' intermediates at once and
         gathering batches on the host and concatenating holds the result twice. 10 shots of a 512 px
-        config-f generator are 2.6 GB in float32, 1.3 GB in bfloat16 (which `gsd.heads` widens back to
+        config-f generator are 2.6 GB in float32, 1.3 GB in bfloat16 (which `gsd.nn.heads` widens back to
         float32 for its arithmetic). Explicit (N, R, R) noise is sliced per batch; with
         noise_mode='random', batch k draws from fold_in(rng, k * batch_size), not as one N-image call."""
         n = ws.shape[0]
         dtype = jnp.dtype(dtype or self.dtype)
-        shapes = jax.eval_shape(lambda v, w: self._images_and_acts(v, w, None, rng, noise_mode)[1], variables, ws[:1])
+        shapes = jax.eval_shape(
+            lambda v, w: self.traced_images_and_activations(v, w, None, rng, noise_mode)[1], variables, ws[:1]
+        )
         stored = {k: jnp.zeros((n,) + s.shape[1:], dtype) for k, s in shapes.items()}
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            batch_noise = None if noise is None else jax.tree.map(
-                lambda a: a[start:stop] if jnp.ndim(a) == 3 else a, noise)
+            batch_noise = (
+                None if noise is None else jax.tree.map(lambda a: a[start:stop] if jnp.ndim(a) == 3 else a, noise)
+            )
             batch_rng = None if rng is None else jax.random.fold_in(rng, start)
-            stored = self._fill(stored, variables, ws[start:stop], batch_noise, batch_rng, jnp.int32(start),
-                                noise_mode=noise_mode)
+            stored = self._fill(
+                stored, variables, ws[start:stop], batch_noise, batch_rng, jnp.int32(start), noise_mode=noise_mode
+            )
         return stored
 
     def activations(self, variables, ws, noise_mode: str = 'const', noise=None, rng=None) -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from gsd.features import resize_axis
-from gsd.images import to_uint8
+from gsd.io.images import to_uint8
 from gsd.stylegan2.networks import Generator, noise_layer_names
 from gsd.stylegan2.readers import CheckpointError, read_checkpoint_file
 
@@ -48,12 +48,14 @@ NOISE_PYRAMID_MIN = 8
 VGG16_TAPS = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
-LPIPS_FILES_HELP = ("LPIPS needs two weight files, which are not downloaded here: torchvision's ImageNet VGG16 "
-                    "(vgg16-397923af.pth, a state_dict with features.N.weight/bias) and the lpips package's v0.1 "
-                    "linear layers (lpips/weights/v0.1/vgg.pth, keys lin0..lin4.model.1.weight); pass "
-                    "vgg16_path= and lpips_path=, or vgg16_path= alone for one .npz holding both key sets")
+LPIPS_FILES_HELP = (
+    "LPIPS needs two weight files, which are not downloaded here: torchvision's ImageNet VGG16 "
+    "(vgg16-397923af.pth, a state_dict with features.N.weight/bias) and the lpips package's v0.1 "
+    'linear layers (lpips/weights/v0.1/vgg.pth, keys lin0..lin4.model.1.weight); pass '
+    'vgg16_path= and lpips_path=, or vgg16_path= alone for one .npz holding both key sets'
+)
 
-_trace_count = 0   # how often the projection program was traced; tests assert repeated calls reuse it
+_trace_count = 0  # how often the projection program was traced; tests assert repeated calls reuse it
 
 
 def trace_count() -> int:
@@ -65,7 +67,7 @@ def _avg_pool2(x, axes=(1, 2)):
     for a in axes:
         n = x.shape[a] // 2
         x = jax.lax.slice_in_dim(x, 0, 2 * n, axis=a)
-        x = jnp.mean(x.reshape(x.shape[:a] + (n, 2) + x.shape[a + 1:]), axis=a + 1)
+        x = jnp.mean(x.reshape(x.shape[:a] + (n, 2) + x.shape[a + 1 :]), axis=a + 1)
     return x
 
 
@@ -91,6 +93,7 @@ class PixelPyramidLoss:
     similar texture. Images are in [-1, 1]; between unrelated toy images the distance is 0.5-1.0, of
     LPIPS's order, so the reference's lr 0.1 and noise weight 1e5 keep their balance.
     """
+
     min_size: int = flax.struct.field(pytree_node=False, default=8)
 
     def features(self, images):
@@ -115,6 +118,7 @@ class LPIPS:
 
     convs: per tap, ((weight HWIO, bias), ...); lins: per tap, the (C,) linear-layer weights.
     """
+
     convs: tuple
     lins: tuple
     precision: Any = flax.struct.field(pytree_node=False, default=None)
@@ -131,19 +135,20 @@ class LPIPS:
             for i in tap:
                 w = _tensor(vgg16_path, vgg, f'features.{i}.weight', (None, cin, 3, 3))
                 b = _tensor(vgg16_path, vgg, f'features.{i}.bias', (w.shape[0],))
-                block.append((jnp.asarray(w.transpose(2, 3, 1, 0)), jnp.asarray(b)))   # OIHW -> HWIO
+                block.append((jnp.asarray(w.transpose(2, 3, 1, 0)), jnp.asarray(b)))  # OIHW -> HWIO
                 cin = w.shape[0]
             convs.append(tuple(block))
-        lins = tuple(jnp.asarray(_tensor(lin_path, lin, f'lin{k}.model.1.weight',
-                                         (1, block[-1][0].shape[-1], 1, 1)).reshape(-1))
-                     for k, block in enumerate(convs))
+        lins = tuple(
+            jnp.asarray(_tensor(lin_path, lin, f'lin{k}.model.1.weight', (1, block[-1][0].shape[-1], 1, 1)).reshape(-1))
+            for k, block in enumerate(convs)
+        )
         return cls(tuple(convs), lins, precision)
 
     def features(self, images):
         x = jnp.asarray(images, jnp.float32)
         if min(x.shape[1:3]) < 16:
             raise ValueError(f'LPIPS needs images of at least 16 px (VGG16 halves them 4 times), got {x.shape}')
-        if max(x.shape[1:3]) > LPIPS_MAX_SIZE:   # VGG was trained at 224 px: area-downsample larger images
+        if max(x.shape[1:3]) > LPIPS_MAX_SIZE:  # VGG was trained at 224 px: area-downsample larger images
             f = LPIPS_MAX_SIZE / max(x.shape[1:3])
             x = resize_axis(resize_axis(x, 1, round(x.shape[1] * f)), 2, round(x.shape[2] * f))
         x = (x - jnp.asarray(LPIPS_SHIFT)) / jnp.asarray(LPIPS_SCALE)
@@ -152,22 +157,28 @@ class LPIPS:
             if k:
                 x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
             for w, b in block:
-                x = jax.nn.relu(jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', precision=self.precision,
-                                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + b)
+                x = jax.nn.relu(
+                    jax.lax.conv_general_dilated(
+                        x, w, (1, 1), 'SAME', precision=self.precision, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+                    )
+                    + b
+                )
             norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
             taps.append(x / (norm + 1e-10))
         return tuple(taps)
 
     def distance(self, fa, fb):
-        return sum(jnp.mean(jnp.einsum('nhwc,c->nhw', jnp.square(a - b), lin, precision=self.precision),
-                            axis=(1, 2)) for a, b, lin in zip(fa, fb, self.lins))
+        return sum(
+            jnp.mean(jnp.einsum('nhwc,c->nhw', jnp.square(a - b), lin, precision=self.precision), axis=(1, 2))
+            for a, b, lin in zip(fa, fb, self.lins)
+        )
 
     def __call__(self, images_a, images_b):
         return _call(self, images_a, images_b)
 
 
 def _read_state(path) -> dict:
-    kind, obj = read_checkpoint_file(path)   # CheckpointError '<path>: <problem>' on a missing/corrupt file
+    kind, obj = read_checkpoint_file(path)  # CheckpointError '<path>: <problem>' on a missing/corrupt file
     if kind not in ('torch', 'npz') or not isinstance(obj, dict):
         raise CheckpointError(f'{path}: holds a {kind} {type(obj).__name__}, not a state_dict of tensors')
     return obj
@@ -204,7 +215,7 @@ def psnr(images_a, images_b) -> np.ndarray:
         raise ValueError(f'psnr takes two uint8 batches of one shape, got {a.dtype}{a.shape}, {b.dtype}{b.shape}')
     mse = np.mean(np.square(a.astype(np.float64) - b.astype(np.float64)), axis=tuple(range(1, a.ndim)))
     with np.errstate(divide='ignore'):
-        return 10.0 * np.log10(255.0 ** 2 / mse)
+        return 10.0 * np.log10(255.0**2 / mse)
 
 
 def noise_regularizer(noise: dict):
@@ -225,17 +236,19 @@ def _normalized(noise: dict) -> dict:
     def one(n):
         n = n - jnp.mean(n, axis=(1, 2), keepdims=True)
         return n * jax.lax.rsqrt(jnp.mean(jnp.square(n), axis=(1, 2), keepdims=True))
+
     return {k: one(n) for k, n in noise.items()}
 
 
 @dataclasses.dataclass
 class ProjectionResult:
     """What `project` found, per image; synthesize(ws, noise=noise) reproduces `images`."""
-    ws: np.ndarray            # (B, num_ws, w_dim) float32; all rows equal for space 'w'
-    noise: dict               # {'b8.conv0': (B, 8, 8), ...} float32 (the const buffers if not optimised)
-    images: np.ndarray        # (B, H, W, 3) uint8: the generator's output for ws and noise
-    psnr: np.ndarray          # (B,) dB against the targets at the generator's resolution
-    loss: np.ndarray          # (B,) perceptual + noise_weight * regulariser at the result
+
+    ws: np.ndarray  # (B, num_ws, w_dim) float32; all rows equal for space 'w'
+    noise: dict  # {'b8.conv0': (B, 8, 8), ...} float32 (the const buffers if not optimised)
+    images: np.ndarray  # (B, H, W, 3) uint8: the generator's output for ws and noise
+    psnr: np.ndarray  # (B,) dB against the targets at the generator's resolution
+    loss: np.ndarray  # (B,) perceptual + noise_weight * regulariser at the result
     loss_history: np.ndarray  # (steps, B) the loss each step optimised (with latent noise)
 
 
@@ -260,8 +273,9 @@ def _parts(loss, static_loss):
 
 
 def _optimizer(hp, steps: int):
-    return optax.adam(lambda count: hp['lr'] * _lr_factor(count / steps, hp['lr_rampup'], hp['lr_rampdown']),
-                      b1=0.9, b2=0.999)
+    return optax.adam(
+        lambda count: hp['lr'] * _lr_factor(count / steps, hp['lr_rampup'], hp['lr_rampdown']), b1=0.9, b2=0.999
+    )
 
 
 def _init(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimize_noise, w_avg_samples):
@@ -272,9 +286,10 @@ def _init(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimiz
     key_init, key_latent = jnp.moveaxis(jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds), 1, 0)
     w_avg, w_std = w_statistics(G, variables, w_avg_samples)
     out_shape = jax.eval_shape(lambda: G.apply(variables, w_avg[None], method='synthesize')).shape
-    target = targets.astype(jnp.float32) / 127.5 - 1.0   # bin centres of to_uint8's x * 127.5 + 128
-    target = resize_axis(resize_axis(target, 1, out_shape[1], align_corners=False), 2, out_shape[2],
-                         align_corners=False)
+    target = targets.astype(jnp.float32) / 127.5 - 1.0  # bin centres of to_uint8's x * 127.5 + 128
+    target = resize_axis(
+        resize_axis(target, 1, out_shape[1], align_corners=False), 2, out_shape[2], align_corners=False
+    )
     batch = targets.shape[0]
     params = {'w': jnp.broadcast_to(w_avg, (batch, G.num_ws, G.w_dim))}
     fixed_noise = {}
@@ -283,11 +298,20 @@ def _init(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimiz
         if optimize_noise:
             res = int(block[1:])
             params.setdefault('noise', {})[name] = jax.vmap(
-                lambda k: jax.random.normal(jax.random.fold_in(k, i), (res, res)))(key_init)
-        else:   # the generator's own const noise: the result then reproduces with noise_mode='const'
+                lambda k: jax.random.normal(jax.random.fold_in(k, i), (res, res))
+            )(key_init)
+        else:  # the generator's own const noise: the result then reproduces with noise_mode='const'
             fixed_noise[name] = variables['buffers']['synthesis'][block][conv]['noise_const']
-    ctx = dict(variables=variables, loss=loss if static_loss is None else None, hp=hp, target=target,
-               target_features=features(target), w_std=w_std, key_latent=key_latent, fixed_noise=fixed_noise)
+    ctx = dict(
+        variables=variables,
+        loss=loss if static_loss is None else None,
+        hp=hp,
+        target=target,
+        target_features=features(target),
+        w_std=w_std,
+        key_latent=key_latent,
+        fixed_noise=fixed_noise,
+    )
     return (params, _optimizer(hp, steps).init(params)), ctx
 
 
@@ -316,7 +340,7 @@ def _step(G, static_loss, ctx, carry, i, *, steps, optimize_noise):
     w_noise = scale * jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), w_shape[1:]))(ctx['key_latent'])
     w_noise = jnp.where(tied, w_noise[:, :1], w_noise)
 
-    def total(p):   # summed per-image losses: each image's gradient is its own loss's gradient
+    def total(p):  # summed per-image losses: each image's gradient is its own loss's gradient
         values = _per_image(G, static_loss, ctx, p, w_noise, optimize_noise)[0]
         return jnp.sum(values), values
 
@@ -343,8 +367,18 @@ _STATIC = ('G', 'static_loss', 'steps', 'optimize_noise', 'w_avg_samples')
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _program(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimize_noise, w_avg_samples):
     """The whole optimisation as one program (a lax.scan over the steps)."""
-    carry, ctx = _init(G, variables, targets, loss, static_loss, hp, seeds, steps=steps,
-                       optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
+    carry, ctx = _init(
+        G,
+        variables,
+        targets,
+        loss,
+        static_loss,
+        hp,
+        seeds,
+        steps=steps,
+        optimize_noise=optimize_noise,
+        w_avg_samples=w_avg_samples,
+    )
     step = functools.partial(_step, G, static_loss, ctx, steps=steps, optimize_noise=optimize_noise)
     carry, history = jax.lax.scan(step, carry, jnp.arange(steps))
     return dict(_finish(G, static_loss, ctx, carry, optimize_noise=optimize_noise), history=history)
@@ -360,22 +394,47 @@ def _stepped(G, variables, targets, loss, static_loss, hp, seeds, *, steps, opti
     convolutions inside a while loop (a lax.scan body) about 3x slower than the same step compiled on
     its own (measured on the toy generator), so on CPU the host dispatches each step; nothing is read
     back until the end, so the steps still queue asynchronously."""
-    carry, ctx = _init_program(G, variables, targets, loss, static_loss, hp, seeds, steps=steps,
-                               optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
+    carry, ctx = _init_program(
+        G,
+        variables,
+        targets,
+        loss,
+        static_loss,
+        hp,
+        seeds,
+        steps=steps,
+        optimize_noise=optimize_noise,
+        w_avg_samples=w_avg_samples,
+    )
     history = []
     for i in range(steps):
-        carry, values = _step_program(G, static_loss, ctx, carry, jnp.int32(i), steps=steps,
-                                      optimize_noise=optimize_noise)
+        carry, values = _step_program(
+            G, static_loss, ctx, carry, jnp.int32(i), steps=steps, optimize_noise=optimize_noise
+        )
         history.append(values)
     out = _finish_program(G, static_loss, ctx, carry, optimize_noise=optimize_noise)
     return dict(out, history=jnp.stack(history))
 
 
-def project(G: Generator, variables, targets_uint8, *, steps: int = 1000, lr: float = 0.1, space: str = 'w',
-            optimize_noise: bool = True, noise_weight: float = 1e5, initial_noise_factor: float = 0.05,
-            noise_ramp_length: float = 0.75, lr_rampup: float = 0.05, lr_rampdown: float = 0.25,
-            perceptual=None, seed: Union[int, Sequence[int]] = 0, w_avg_samples: int = 10000,
-            loop: str = 'auto') -> ProjectionResult:
+def project(
+    G: Generator,
+    variables,
+    targets_uint8,
+    *,
+    steps: int = 1000,
+    lr: float = 0.1,
+    space: str = 'w',
+    optimize_noise: bool = True,
+    noise_weight: float = 1e5,
+    initial_noise_factor: float = 0.05,
+    noise_ramp_length: float = 0.75,
+    lr_rampup: float = 0.05,
+    lr_rampdown: float = 0.25,
+    perceptual=None,
+    seed: Union[int, Sequence[int]] = 0,
+    w_avg_samples: int = 10000,
+    loop: str = 'auto',
+) -> ProjectionResult:
     """Project uint8 targets (B, H, W, 3) (resized to the generator's output size when they differ).
 
     space 'w' optimises one w per image (broadcast to every layer), 'w+' one per layer. Without
@@ -402,20 +461,41 @@ def project(G: Generator, variables, targets_uint8, *, steps: int = 1000, lr: fl
     # Array-only pytrees travel as traced arguments (LPIPS's weights); anything else is a static argument.
     is_pytree = all(isinstance(x, (jax.Array, np.ndarray)) for x in jax.tree_util.tree_leaves(loss))
     # Traced scalars, not static arguments: changing them reuses the compiled program.
-    hp = dict(lr=lr, noise_weight=noise_weight, initial_noise_factor=initial_noise_factor,
-              noise_ramp_length=noise_ramp_length, lr_rampup=lr_rampup, lr_rampdown=lr_rampdown, tied=space == 'w')
+    hp = dict(
+        lr=lr,
+        noise_weight=noise_weight,
+        initial_noise_factor=initial_noise_factor,
+        noise_ramp_length=noise_ramp_length,
+        lr_rampup=lr_rampup,
+        lr_rampdown=lr_rampdown,
+        tied=space == 'w',
+    )
     hp = {k: np.float32(v) for k, v in hp.items()}
     if loop not in LOOPS:
         raise ValueError(f'loop must be one of {LOOPS}, got {loop!r}')
     if loop == 'auto':
         loop = 'host' if jax.default_backend() == 'cpu' else 'scan'
     run = _program if loop == 'scan' else _stepped
-    out = run(G.clone(fused_modconv=False),   # one dense conv for the batch: fast gradients w.r.t. w
-                   variables, targets, loss if is_pytree else None, None if is_pytree else loss, hp,
-                   seeds.astype(np.uint32), steps=int(steps), optimize_noise=bool(optimize_noise),
-                   w_avg_samples=int(w_avg_samples))
+    out = run(
+        G.clone(fused_modconv=False),  # one dense conv for the batch: fast gradients w.r.t. w
+        variables,
+        targets,
+        loss if is_pytree else None,
+        None if is_pytree else loss,
+        hp,
+        seeds.astype(np.uint32),
+        steps=int(steps),
+        optimize_noise=bool(optimize_noise),
+        w_avg_samples=int(w_avg_samples),
+    )
     out = jax.device_get(out)
     images = to_uint8(out['images'])
     target = np.clip(np.round((out['target'] + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return ProjectionResult(ws=out['ws'], noise=dict(out['noise']), images=images, psnr=psnr(images, target),
-                            loss=out['loss'], loss_history=out['history'])
+    return ProjectionResult(
+        ws=out['ws'],
+        noise=dict(out['noise']),
+        images=images,
+        psnr=psnr(images, target),
+        loss=out['loss'],
+        loss_history=out['history'],
+    )

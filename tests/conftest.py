@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'stylegan2'
 
 
-TOL = 1e-4   # parity tolerance: max abs error, float32 on CPU
+TOL = 1e-4  # parity tolerance: max abs error, float32 on CPU
 
 
 def nchw(x):

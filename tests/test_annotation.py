@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsd import annotation
-from gsd.annotation import AnnotationError, read_annotations, read_mask, read_part_masks
+from gsd.io import annotation
+from gsd.io.annotation import AnnotationError, read_annotations, read_mask, read_part_masks
 from gsd.toy import CLASSES, PALETTE
 
 S = 8
@@ -52,7 +52,7 @@ def test_rgb_and_rgba_round_trip(tmp_path):
     Image.fromarray(PALETTE[ids]).save(tmp_path / 'rgb.png')
     assert np.array_equal(read_mask(tmp_path / 'rgb.png', size=S, num_classes=K, colours=PALETTE), ids)
     rgba = np.concatenate([PALETTE[ids], np.full((S, S, 1), 255, np.uint8)], -1)
-    rgba[0, :] = (77, 1, 2, 0)   # fully transparent (unpainted layer): background whatever its colour
+    rgba[0, :] = (77, 1, 2, 0)  # fully transparent (unpainted layer): background whatever its colour
     Image.fromarray(rgba, 'RGBA').save(tmp_path / 'rgba.png')
     expected = ids.copy()
     expected[0, :] = 0
@@ -67,7 +67,7 @@ def test_rgb_and_rgba_round_trip(tmp_path):
 
 def test_unknown_colour_names_colour_and_count(tmp_path):
     rgb = PALETTE[_mask()]
-    rgb[2, 1:4] = (200, 150, 120)   # an antialiased skin/background blend
+    rgb[2, 1:4] = (200, 150, 120)  # an antialiased skin/background blend
     rgb[5, 5] = (1, 2, 3)
     Image.fromarray(rgb).save(tmp_path / 'edge.png')
     with pytest.raises(AnnotationError) as e:
@@ -80,9 +80,11 @@ def test_unknown_colour_names_colour_and_count(tmp_path):
 @pytest.mark.parametrize('mode', ['L', 'I;16', '1'])
 def test_greyscale_ids_round_trip(tmp_path, mode):
     ids = _mask() % 2 if mode == '1' else _mask()
-    img = {'L': lambda: Image.fromarray(ids.astype(np.uint8)),
-           'I;16': lambda: Image.fromarray(ids.astype(np.uint16)),   # a 16-bit PNG
-           '1': lambda: Image.fromarray(ids.astype(np.uint8) * 255).convert('1')}[mode]()
+    img = {
+        'L': lambda: Image.fromarray(ids.astype(np.uint8)),
+        'I;16': lambda: Image.fromarray(ids.astype(np.uint16)),  # a 16-bit PNG
+        '1': lambda: Image.fromarray(ids.astype(np.uint8) * 255).convert('1'),
+    }[mode]()
     img.save(tmp_path / 'g.png')
     with Image.open(tmp_path / 'g.png') as back:
         assert back.mode == mode
@@ -106,7 +108,7 @@ def test_bad_single_masks(tmp_path):
         read_mask(tmp_path / 'gone.png', size=S, num_classes=K)
 
 
-FACE = ('background', 'eye', 'mouth', 'skin')   # earlier classes win overlaps
+FACE = ('background', 'eye', 'mouth', 'skin')  # earlier classes win overlaps
 MERGES = {'l_eye': 'eye', 'r_eye': 'eye', 'mouth': 'mouth', 'u_lip': 'mouth', 'skin': 'skin', 'hat': None}
 
 
@@ -122,7 +124,7 @@ def _parts(tmp_path, stem='00000'):
     expected[1:7, 1:7] = 3
     expected[2, 2] = expected[2, 5] = 1
     expected[5, 3:5] = 2
-    return expected   # no 'mouth' file: a listed part that is absent
+    return expected  # no 'mouth' file: a listed part that is absent
 
 
 def test_part_masks_merge_and_priority(tmp_path):
@@ -134,9 +136,11 @@ def test_part_masks_merge_and_priority(tmp_path):
     # Skin overlaps the eyes and the lip (each pair named once, on the first part in name order);
     # the hat also overlaps the skin, but it is dropped, so it is not checked.
     lines = str(e.value).splitlines()
-    assert lines == [f"{tmp_path / '00000_l_eye.png'}: part 'l_eye' overlaps 00000_skin.png in 1 pixels",
-                     f"{tmp_path / '00000_r_eye.png'}: part 'r_eye' overlaps 00000_skin.png in 1 pixels",
-                     f"{tmp_path / '00000_skin.png'}: part 'skin' overlaps 00000_u_lip.png in 2 pixels"]
+    assert lines == [
+        f"{tmp_path / '00000_l_eye.png'}: part 'l_eye' overlaps 00000_skin.png in 1 pixels",
+        f"{tmp_path / '00000_r_eye.png'}: part 'r_eye' overlaps 00000_skin.png in 1 pixels",
+        f"{tmp_path / '00000_skin.png'}: part 'skin' overlaps 00000_u_lip.png in 2 pixels",
+    ]
 
 
 def test_part_masks_without_merges_use_class_names(tmp_path):
@@ -145,7 +149,7 @@ def test_part_masks_without_merges_use_class_names(tmp_path):
     _binary(tmp_path / 's_mouth.png', on)
     _indexed(tmp_path / 's_eye.png', np.eye(S, dtype=np.int32), [[255, 255, 255], [0, 0, 0]])  # index 0 white
     out = read_part_masks(tmp_path, stem='s', size=S, class_names=FACE, on_overlap='first')
-    eye = ~np.eye(S, dtype=bool)   # black (index 1) off the diagonal; eye is before mouth, so it wins
+    eye = ~np.eye(S, dtype=bool)  # black (index 1) off the diagonal; eye is before mouth, so it wins
     assert np.array_equal(out == 1, eye) and np.array_equal(out == 2, on & ~eye) and not (out == 3).any()
 
 
@@ -163,10 +167,11 @@ def test_bad_part_masks(tmp_path):
 def test_read_annotations_mixed_forms(tmp_path):
     expected_parts = _parts(tmp_path, '1')
     ids = _mask() % len(FACE)
-    _indexed(tmp_path / '1_b.png', ids, PALETTE[:len(FACE)])   # stem '1_b', not a part of stem '1'
+    _indexed(tmp_path / '1_b.png', ids, PALETTE[: len(FACE)])  # stem '1_b', not a part of stem '1'
     Image.fromarray(PALETTE[ids]).save(tmp_path / '2.png')
-    out = read_annotations(tmp_path, ['1', '1_b', '2'], size=S, class_names=FACE, colours=PALETTE[:4],
-                           merges=MERGES, on_overlap='first')
+    out = read_annotations(
+        tmp_path, ['1', '1_b', '2'], size=S, class_names=FACE, colours=PALETTE[:4], merges=MERGES, on_overlap='first'
+    )
     assert out.shape == (3, S, S) and out.dtype == np.int32
     assert np.array_equal(out[0], expected_parts)
     assert np.array_equal(out[1], ids) and np.array_equal(out[2], ids)
@@ -179,11 +184,13 @@ def test_read_annotations_lists_every_bad_file(tmp_path):
     Image.fromarray(PALETTE[_mask() % 4]).save(tmp_path / 'both.png')
     _binary(tmp_path / 'both_eye.png', np.ones((S, S), bool))
     with pytest.raises(AnnotationError) as e:
-        read_annotations(tmp_path, ['ok', 'small', 'broken', 'both', 'missing'], size=S, class_names=FACE,
-                         colours=PALETTE[:4])
+        read_annotations(
+            tmp_path, ['ok', 'small', 'broken', 'both', 'missing'], size=S, class_names=FACE, colours=PALETTE[:4]
+        )
     lines = str(e.value).splitlines()
     assert [line.split(': ')[0] for line in lines] == [
-        str(tmp_path / n) for n in ('small.png', 'broken_eye.png', 'both.png', 'missing_*.png')]
+        str(tmp_path / n) for n in ('small.png', 'broken_eye.png', 'both.png', 'missing_*.png')
+    ]
     assert 'expected 8x8' in lines[0] and 'cannot read' in lines[1] and 'keep one form' in lines[2]
 
 
@@ -204,7 +211,7 @@ def test_template_round_trip_and_legend(tmp_path):
 
 def test_template_showing_the_image_refuses_unpainted_pixels(tmp_path):
     image = np.random.default_rng(3).integers(0, 256, (S, S, 3), np.uint8)
-    image[:2] = PALETTE[1]   # exact class colours in the image must not pass as labels
+    image[:2] = PALETTE[1]  # exact class colours in the image must not pass as labels
     path = annotation.write_label_template(tmp_path / 't.png', image, PALETTE, show_image=True)
     with pytest.raises(AnnotationError, match=f'{S * S} pixels have colours that are no class colour'):
         read_mask(path, size=S, num_classes=K, colours=PALETTE)

@@ -16,8 +16,8 @@ def _dot(y, x, c=3):
 
 def _labels():
     lab = np.zeros((1, H, W), np.int32)
-    lab[0, 2:5, 1:4] = 3     # a 'left eye' on the image left
-    lab[0, 2:5, 10:13] = 4   # a 'right eye' on the image right
+    lab[0, 2:5, 1:4] = 3  # a 'left eye' on the image left
+    lab[0, 2:5, 10:13] = 4  # a 'right eye' on the image right
     lab[0, 8:10, 6:9] = 6
     return lab
 
@@ -69,20 +69,20 @@ def test_rotation_and_scale_about_centre():
     out = np.asarray(aug.apply_affine(img, aug.affine_matrix(s, s, angle=90.0)))
     assert abs(out[0, 2, 4, 0] - 1.0) < 1e-5 and abs(out.sum() - 1.0) < 1e-5
     out = np.asarray(aug.apply_affine(img, aug.affine_matrix(s, s, scale=2.0)))
-    assert abs(out[0, 4, 8, 0] - 1.0) < 1e-5     # twice as far from the centre
+    assert abs(out[0, 4, 8, 0] - 1.0) < 1e-5  # twice as far from the centre
 
 
 def test_out_of_frame_gets_fill_and_background():
     m = aug.affine_matrix(H, W, shift=(W / 2, 0.0))
     img = np.ones((1, H, W, 3), np.float32)
     out = np.asarray(aug.apply_affine(img, m, fill=-0.5))
-    np.testing.assert_array_equal(out[0, :, :W // 2], -0.5)
-    np.testing.assert_array_equal(out[0, :, W // 2:], 1.0)
+    np.testing.assert_array_equal(out[0, :, : W // 2], -0.5)
+    np.testing.assert_array_equal(out[0, :, W // 2 :], 1.0)
     lab = np.full((1, H, W), 5, np.int32)
     out_lab = np.asarray(aug.apply_affine_labels(lab, m, background=0))
-    assert (out_lab[0, :, :W // 2] == 0).all() and (out_lab[0, :, W // 2:] == 5).all()
+    assert (out_lab[0, :, : W // 2] == 0).all() and (out_lab[0, :, W // 2 :] == 5).all()
     probs = np.asarray(aug.apply_affine_labels(np.asarray(jax.nn.one_hot(lab, 6)), m, background=0))
-    np.testing.assert_array_equal(probs[0, :, :W // 2].argmax(-1), 0)
+    np.testing.assert_array_equal(probs[0, :, : W // 2].argmax(-1), 0)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
 
 

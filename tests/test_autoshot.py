@@ -18,12 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
-
 from conftest import REPO
-from gsd import autoshot, autoshot_segment, fewshot, shots, synthetic, toy
-from gsd import images as image_io
+from PIL import Image
 from test_fewshot_pipeline import generator_dir, make_config, paint  # noqa: F401 - generator_dir is a fixture
+
+from gsd import toy
+from gsd.io import images as image_io
+from gsd.pipeline import autoshot, autoshot_segment, fewshot, shots
+from gsd.pipeline import autoshot_data as synthetic
 
 NUM, CHUNK, BATCH = 12, 4, 2
 
@@ -70,8 +72,7 @@ def test_jensen_shannon_and_soft_labels():
     # One member: its own logits. Several: softmax of the result is the members' mean softmax.
     logits = jax.random.normal(jax.random.key(0), (3, 2, 4, 4, 5)) * 3
     np.testing.assert_array_equal(synthetic.soft_labels(logits[:1]), logits[0])
-    np.testing.assert_allclose(jax.nn.softmax(synthetic.soft_labels(logits)),
-                               jax.nn.softmax(logits).mean(0), atol=1e-6)
+    np.testing.assert_allclose(jax.nn.softmax(synthetic.soft_labels(logits)), jax.nn.softmax(logits).mean(0), atol=1e-6)
 
 
 def test_dataset_reads_back_through_tfds_and_matches_the_labeller(dataset_dir, generator_dir):
@@ -107,16 +108,16 @@ def test_uncertainty_filter_needs_an_ensemble(heads_dir, generator_dir, tmp_path
         synthetic.run(autoshot_config(generator_dir, filter_fraction=0.25), work)
 
 
-_KILL_SCRIPT = r'''
+_KILL_SCRIPT = r"""
 import sys
 import jax
 jax.config.update('jax_num_cpu_devices', 8)
 sys.path.insert(0, sys.argv[3])
 from test_autoshot import autoshot_config
-from gsd import synthetic
+from gsd.pipeline import autoshot_data as synthetic
 config = autoshot_config(sys.argv[2], num_images=int(sys.argv[4]), chunk_size=8, batch_size=8)
 synthetic.run(config, sys.argv[1])
-'''
+"""
 
 
 def test_generation_resumes_after_a_kill_on_eight_devices(heads_dir, generator_dir, tmp_path):
@@ -137,7 +138,7 @@ def test_generation_resumes_after_a_kill_on_eight_devices(heads_dir, generator_d
     staged = len(list(staging.glob('chunk_*.npz')))
     assert 1 <= staged < n // 8, f'the kill should land mid-run ({staged} chunks staged): {proc.stdout.read()[-2000:]}'
     with pytest.raises(FileNotFoundError, match='no complete auto-shot dataset'):
-        synthetic.sources(work)   # a half-made dataset is never read
+        synthetic.sources(work)  # a half-made dataset is never read
     rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert 'resuming' in rerun.stdout
@@ -179,7 +180,7 @@ def test_unet_stage_resumes_and_segments_any_size(dataset_dir, generator_dir, tm
     assert seg.segment(wide).shape == (37, 61)
     masks = seg.segment([wide, grey, batch[1]])
     assert [m.shape for m in masks] == [(37, 61), (20, 30), (16, 16)]
-    np.testing.assert_array_equal(masks[2], labels[1])    # alone or in a batch: the same result
+    np.testing.assert_array_equal(masks[2], labels[1])  # alone or in a batch: the same result
     probs = seg.probabilities(wide)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
@@ -207,7 +208,8 @@ def test_composite_canvas():
     assert image.shape == (128, 192, 3) and mask.shape == (128, 192)
     again, _ = toy.composite(3)
     np.testing.assert_array_equal(image, again)
-    from gsd.toy_annotate import components
+    from gsd.toy.annotator import components
+
     _, sizes = components(mask > 0)
     assert (sizes[1:] > 50).sum() == 3, 'three separate faces'
     assert set(np.unique(mask)) == set(range(len(toy.CLASSES)))

@@ -59,9 +59,9 @@ def test_absent_class_is_nan_and_skipped_but_false_positives_count():
     iou = r['per_class_iou']
     assert math.isnan(iou['class_3']) and iou['class_2'] == 0.0
     assert iou['class_0'] == 100.0 and iou['class_1'] == 50.0
-    assert r['mean_iou'] == pytest.approx(50.0)          # (100 + 50 + 0) / 3
-    assert r['mean_iou_no_bg'] == pytest.approx(25.0)    # (50 + 0) / 2
-    assert r['weighted_iou'] == pytest.approx(75.0)      # 0.5 * 100 + 0.5 * 50
+    assert r['mean_iou'] == pytest.approx(50.0)  # (100 + 50 + 0) / 3
+    assert r['mean_iou_no_bg'] == pytest.approx(25.0)  # (50 + 0) / 2
+    assert r['weighted_iou'] == pytest.approx(75.0)  # 0.5 * 100 + 0.5 * 50
     assert r['weighted_iou_no_bg'] == pytest.approx(50.0)
 
 
@@ -99,8 +99,8 @@ def test_random_batches_match_loop_and_single_pass():
 
     batched, whole = Confusion(n), Confusion(n)
     for i in range(0, 6, 2):
-        batched.update(gt[i:i + 2], pred[i:i + 2])
-    whole.update(jax.numpy.asarray(gt), jax.numpy.asarray(pred))   # device arrays take the same path
+        batched.update(gt[i : i + 2], pred[i : i + 2])
+    whole.update(jax.numpy.asarray(gt), jax.numpy.asarray(pred))  # device arrays take the same path
     assert np.array_equal(batched.matrix, m) and np.array_equal(whole.matrix, m)
     assert batched.matrix.dtype == np.int64
     r = batched.results()
@@ -121,7 +121,7 @@ def test_stray_labels_are_refused():
     with pytest.raises(ValueError, match='ground truth holds class ids >= 3'):
         conf.update(np.array([0, 7]), np.array([0, 1]))
     with pytest.raises(ValueError, match='1 predicted pixels'):
-        conf.update(np.array([0, 1, 255]), np.array([0, 3, 9]))   # the 9 sits on an ignored pixel
+        conf.update(np.array([0, 1, 255]), np.array([0, 3, 9]))  # the 9 sits on an ignored pixel
     with pytest.raises(ValueError, match='shapes differ'):
         conf.update(np.zeros((2, 2), int), np.zeros(4, int))
     assert conf.matrix.sum() == 0

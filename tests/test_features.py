@@ -12,7 +12,7 @@ from gsd.stylegan2 import Generator, capture_activations, channels_nvidia
 @pytest.fixture(scope='module')
 def small():
     g = Generator(32, (32, 32, 16, 16), z_dim=16, w_dim=16, n_mlp=1)
-    variables = jax.jit(g.init)(jax.random.key(0), jnp.zeros((1, 16)))   # jitted: op by op is twice as slow
+    variables = jax.jit(g.init)(jax.random.key(0), jnp.zeros((1, 16)))  # jitted: op by op is twice as slow
     ws = g.apply(variables, jax.random.normal(jax.random.key(1), (2, 16)), method='map')
     return g, variables, ws
 
@@ -37,9 +37,14 @@ def test_select_layers_by_groups_range_and_names():
     assert F.select_layers(64, groups='A+B') == F.select_layers(64, res_range=(4, 32))
     assert F.select_layers(64, groups='BC') == F.select_layers(64, res_range=(16, 64))
     assert F.select_layers(64, groups='ABC') == [n for n in F.conv_layer_names(64)]
-    assert F.select_layers(64, layers=['b32.conv1', 'b8.conv0']) == ['b8.conv0', 'b32.conv1']   # forward order
-    for bad in (dict(layers=['b32.torgb']), dict(layers=['b128.conv0']), dict(groups='D'),
-                dict(groups='A', res_range=(4, 8)), dict(res_range=(5, 7))):
+    assert F.select_layers(64, layers=['b32.conv1', 'b8.conv0']) == ['b8.conv0', 'b32.conv1']  # forward order
+    for bad in (
+        dict(layers=['b32.torgb']),
+        dict(layers=['b128.conv0']),
+        dict(groups='D'),
+        dict(groups='A', res_range=(4, 8)),
+        dict(res_range=(5, 7)),
+    ):
         with pytest.raises(ValueError):
             F.select_layers(64, **bad)
 
@@ -69,8 +74,9 @@ def test_bilinear_corners_and_half_pixel_against_jax_image():
 
 def test_nearest_repeats_and_area_averages():
     x = jax.random.normal(jax.random.key(3), (1, 4, 4, 2))
-    np.testing.assert_array_equal(np.asarray(F.resize(x, 12, 'nearest')),
-                                  np.repeat(np.repeat(np.asarray(x), 3, axis=1), 3, axis=2))
+    np.testing.assert_array_equal(
+        np.asarray(F.resize(x, 12, 'nearest')), np.repeat(np.repeat(np.asarray(x), 3, axis=1), 3, axis=2)
+    )
     blocks = np.asarray(x).reshape(1, 2, 2, 2, 2, 2).mean(axis=(2, 4))
     np.testing.assert_allclose(np.asarray(F.resize(x, 2)), blocks, rtol=0, atol=1e-6)
     # Non-integer ratio 5 -> 3, PyTorch's adaptive pooling windows [0, 2), [1, 4), [3, 5).
@@ -89,14 +95,19 @@ def test_extractor_matches_capture_activations(small):
     feats = np.asarray(fe.extract(variables, ws))
     assert feats.shape == (2, 16, 16, 128)
     off = dict(zip(fe.layers, fe.layout.channel_offsets))
-    np.testing.assert_allclose(feats[..., off['b16.conv1']:off['b16.conv1'] + 16], np.asarray(ref['b16.conv1']),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        feats[..., off['b16.conv1'] : off['b16.conv1'] + 16], np.asarray(ref['b16.conv1']), rtol=1e-5, atol=1e-5
+    )
     # The 8 px map upsampled with align_corners: its corners survive unchanged.
-    np.testing.assert_allclose(feats[:, [0, -1], :, :32][:, :, [0, -1]],
-                               np.asarray(ref['b8.conv0'])[:, [0, -1]][:, :, [0, -1]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        feats[:, [0, -1], :, :32][:, :, [0, -1]],
+        np.asarray(ref['b8.conv0'])[:, [0, -1]][:, :, [0, -1]],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # The 32 px map is area-averaged to 16.
     down = np.asarray(ref['b32.conv1']).reshape(2, 16, 2, 16, 2, 16).mean(axis=(2, 4))
-    np.testing.assert_allclose(feats[..., off['b32.conv1']:], down, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(feats[..., off['b32.conv1'] :], down, rtol=1e-5, atol=1e-5)
     im2, f2 = fe.images_and_features(variables, ws)
     np.testing.assert_allclose(np.asarray(im2), np.asarray(images), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(f2), feats)
@@ -112,11 +123,22 @@ def test_fused_first_layer_equals_concat_then_dense(small, upsample, align_corne
     acts = fe.activations(variables, ws)
     weight = jax.random.normal(jax.random.key(4), (fe.channels, 24))
     bias = jax.random.normal(jax.random.key(5), (24,))
-    naive = np.asarray(jnp.einsum('nhwc,cf->nhwf', fe.layout.concat(acts), weight,
-                                  precision=jax.lax.Precision.HIGHEST) + bias)
-    fused = np.asarray(jax.jit(F.fused_first_layer, static_argnums=(3, 4, 5, 6, 7, 8))(
-        acts, weight, bias, fe.layers, fe.layout.channel_offsets, 16, upsample, align_corners,
-        jax.lax.Precision.HIGHEST))
+    naive = np.asarray(
+        jnp.einsum('nhwc,cf->nhwf', fe.layout.concat(acts), weight, precision=jax.lax.Precision.HIGHEST) + bias
+    )
+    fused = np.asarray(
+        jax.jit(F.fused_first_layer, static_argnums=(3, 4, 5, 6, 7, 8))(
+            acts,
+            weight,
+            bias,
+            fe.layers,
+            fe.layout.channel_offsets,
+            16,
+            upsample,
+            align_corners,
+            jax.lax.Precision.HIGHEST,
+        )
+    )
     assert fused.shape == (2, 16, 16, 24)
     assert np.abs(fused - naive).max() <= 1e-4 * np.abs(naive).max()
     # Offsets matter: reading every layer's weights from row 0 must give something else.
@@ -124,9 +146,18 @@ def test_fused_first_layer_equals_concat_then_dense(small, upsample, align_corne
     assert np.abs(np.asarray(wrong) - naive).max() > 1e-2 * np.abs(naive).max()
 
 
-@pytest.mark.parametrize('n_in,n_out,upsample,align_corners', [
-    (8, 64, 'bilinear', True), (16, 64, 'bilinear', False), (8, 64, 'nearest', True), (5, 23, 'bilinear', True),
-    (64, 16, 'bilinear', True), (23, 5, 'bilinear', True), (32, 32, 'bilinear', True)])
+@pytest.mark.parametrize(
+    'n_in,n_out,upsample,align_corners',
+    [
+        (8, 64, 'bilinear', True),
+        (16, 64, 'bilinear', False),
+        (8, 64, 'nearest', True),
+        (5, 23, 'bilinear', True),
+        (64, 16, 'bilinear', True),
+        (23, 5, 'bilinear', True),
+        (32, 32, 'bilinear', True),
+    ],
+)
 def test_banded_resize_equals_resize(n_in, n_out, upsample, align_corners):
     x = jax.random.normal(jax.random.key(6), (2, n_in, n_in, 3))
     m = F.resize_matrix(n_in, n_out, upsample, align_corners)
@@ -154,7 +185,7 @@ def test_stored_activations_equal_activations(small):
     ws = g.apply(variables, jax.random.normal(jax.random.key(7), (3, 16)), method='map')
     fe = F.FeatureExtractor(g, out_size=16)
     ref = fe.activations(variables, ws)
-    for batch_size in (1, 2):   # 2: a last, shorter batch
+    for batch_size in (1, 2):  # 2: a last, shorter batch
         stored = fe.stored_activations(variables, ws, batch_size=batch_size)
         for n in fe.layers:
             assert stored[n].dtype == jnp.float32

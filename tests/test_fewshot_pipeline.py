@@ -4,6 +4,7 @@ A tiny random 16 px generator stands in for a trained one (the toy generator's o
 labels are "painted" by the test from the images' brightness, so the head has something to learn.
 """
 
+import importlib
 import json
 import pathlib
 
@@ -13,18 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsd import annotation, fewshot, report, segment, shots, stylegan2
-from gsd import images as image_io
+from gsd import stylegan2
+from gsd.io import annotation
+from gsd.io import images as image_io
+from gsd.pipeline import fewshot, report, segment, shots
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name, arg=None):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f'configs.{name}').get_config(arg)
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +80,7 @@ def test_shots_fewshot_report_segment(tmp_path, generator_dir):
 
     meta = fewshot.run(config, work)
     losses = np.asarray(json.loads((work / 'heads' / 'train_loss.json').read_text()))
-    assert losses[0, -1] < 0.7 * losses[0, 0], losses    # the head learned the painted labels
+    assert losses[0, -1] < 0.7 * losses[0, 0], losses  # the head learned the painted labels
 
     seg = fewshot.load(work, config)
     ws = np.load(out / 'latents.npz')['ws']
@@ -127,7 +126,7 @@ def test_shots_refuse_other_settings_on_the_same_workdir(tmp_path, generator_dir
     config = make_config(generator_dir)
     shots.run(config, tmp_path)
     before = (tmp_path / 'shots' / 'labels' / '00000.png').read_bytes()
-    shots.run(config, tmp_path)      # same settings: kept as is
+    shots.run(config, tmp_path)  # same settings: kept as is
     assert (tmp_path / 'shots' / 'labels' / '00000.png').read_bytes() == before
     with config.unlocked():
         config.seed = 5

@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FIXTURES, REPO, TOL, close, nchw
+from writers import Globals, write_tf_pickle, write_torch_zip
 
 from gsd import stylegan2
 from gsd.stylegan2.loading import build
 from gsd.stylegan2.readers import read_pickle_file, read_torch_file
-from conftest import FIXTURES, REPO, TOL, close, nchw
-from writers import Globals, write_tf_pickle, write_torch_zip
 
 NVIDIA_NPZ = FIXTURES / 'nvidia_public_state.npz'
 NVIDIA_PKL = FIXTURES / 'nvidia_public.pkl'
@@ -36,6 +36,7 @@ CONVERTER = REPO / 'tools' / 'convert_checkpoint.py'
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+
 
 # One compiled function per architecture (modules are hashable): the many files below holding the same network
 # share it, and each function computes all the images a test compares (XLA compiles one big graph faster than
@@ -47,8 +48,7 @@ def _generate_fn(module, psi):
 
 @functools.lru_cache(maxsize=None)
 def _nvidia_fn(module):
-    return jax.jit(lambda v, z, ws: (module.apply(v, z, truncation_psi=0.7),
-                                     module.apply(v, ws, method='synthesize')))
+    return jax.jit(lambda v, z, ws: (module.apply(v, z, truncation_psi=0.7), module.apply(v, ws, method='synthesize')))
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,6 +123,7 @@ def check_nvidia_d(module, variables, d_io):
 
 # ---- the releases' names, written from the NVIDIA state_dicts ------------------------------------------------
 
+
 def _torch_conv(w):
     """torch [O, I, kh, kw] -> TF [kh, kw, I, O]."""
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
@@ -146,7 +147,7 @@ def nvidia_to_tf_generator(state):
         tf[f'G_mapping/Dense{i}/bias'] = get(f'mapping.fc{i}.bias')
     tf['G_synthesis/4x4/Const/const'] = get('synthesis.b4.const')[None]
     for r in stylegan2.block_resolutions(resolution):
-        for conv in (['conv1'] if r == 4 else ['conv0', 'conv1']):
+        for conv in ['conv1'] if r == 4 else ['conv0', 'conv1']:
             src = f'synthesis.b{r}.{conv}'
             dst = f'G_synthesis/{r}x{r}/' + ('Conv' if r == 4 else {'conv0': 'Conv0_up', 'conv1': 'Conv1'}[conv])
             weight = _torch_conv(get(f'{src}.weight'))
@@ -228,16 +229,22 @@ def nvidia_to_rosinality_discriminator(state):
 def tf_pickle(tmp_path_factory, nv_state, nv_pickle):
     """A TF StyleGAN2 (G, D, Gs) pickle of the NVIDIA fixture networks (G = the pickle's G, Gs = its G_ema)."""
     path = tmp_path_factory.mktemp('tf') / 'network-snapshot-000000.pkl'
-    write_tf_pickle(path, {'G': nvidia_to_tf_generator(nv_pickle['G']['state_dict']),
-                           'D': nvidia_to_tf_discriminator(nv_pickle['D']['state_dict']),
-                           'Gs': nvidia_to_tf_generator(nv_state)})
+    write_tf_pickle(
+        path,
+        {
+            'G': nvidia_to_tf_generator(nv_pickle['G']['state_dict']),
+            'D': nvidia_to_tf_discriminator(nv_pickle['D']['state_dict']),
+            'Gs': nvidia_to_tf_generator(nv_state),
+        },
+    )
     return path
 
 
 # ---- a. TensorFlow pickles -----------------------------------------------------------------------------------
 
+
 def test_tf_pickle_generator_parity(tf_pickle, nv_io):
-    data = tf_pickle.read_bytes()   # as the real files: protocol 4, dnnlib Networks, numpy 1.x array globals
+    data = tf_pickle.read_bytes()  # as the real files: protocol 4, dnnlib Networks, numpy 1.x array globals
     assert data[:2] == b'\x80\x04' and b'dnnlib.tflib.network' in data and b'numpy.core.multiarray' in data
     assert b'numpy._core' not in data
     g, v = stylegan2.load(tf_pickle)
@@ -255,7 +262,7 @@ def test_tf_pickle_discriminator_parity(tf_pickle, d_io):
 
 def test_tf_pickle_training_generator(tf_pickle, nv_io, nv_pickle):
     g, v = stylegan2.load(tf_pickle, 'G')
-    g_ref, v_ref = stylegan2.load(NVIDIA_PKL, 'G')   # the same weights from NVIDIA's own pickle
+    g_ref, v_ref = stylegan2.load(NVIDIA_PKL, 'G')  # the same weights from NVIDIA's own pickle
     assert g == g_ref
     check_same_nvidia_g(g, v, v_ref, nv_io)
 
@@ -269,6 +276,7 @@ def test_tf_pickle_protocol_2_numpy_2_spelling(tmp_path, nv_state, nv_io):
 
 
 # ---- b. plain torch state_dicts -----------------------------------------------------------------------------
+
 
 def test_torch_state_dict_nvidia_naming(tmp_path, nv_state, nv_io):
     path = write_torch_zip(tmp_path / 'G_ema.pt', dict(nv_state))
@@ -298,19 +306,22 @@ def test_torch_state_dict_rosinality_naming_without_latent_avg(tmp_path, rosinal
 
 # ---- c. rosinality train.py checkpoint with a discriminator ---------------------------------------------------
 
+
 def test_rosinality_training_checkpoint_discriminator(tmp_path, rosinality, nv_pickle, d_io):
     d_state = nvidia_to_rosinality_discriminator(nv_pickle['D']['state_dict'])
-    path = write_torch_zip(tmp_path / '000100.pt', {'g': rosinality['g'], 'd': d_state, 'g_ema': rosinality['g_ema'],
-                                                  'ada_aug_p': 0.0})
+    path = write_torch_zip(
+        tmp_path / '000100.pt', {'g': rosinality['g'], 'd': d_state, 'g_ema': rosinality['g_ema'], 'ada_aug_p': 0.0}
+    )
     check_nvidia_d(*stylegan2.load(path, 'D'), d_io)
     nets, provenance = stylegan2.read_networks(path)
     assert set(nets) == {'G', 'G_ema', 'D'} and provenance['source_format'] == 'rosinality-checkpoint'
-    for which, key in (('G', 'g'), ('G_ema', 'g_ema')):   # each generator from its own key
+    for which, key in (('G', 'g'), ('G_ema', 'g_ema')):  # each generator from its own key
         conv = nets[which][2]['params']['synthesis']['b4']['conv1']['weight']
         close(conv, rosinality[key]['conv1.conv.weight'][0].transpose(2, 3, 1, 0), 0)
 
 
 # ---- d. the converter ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope='module')
 def convert():
@@ -332,14 +343,14 @@ def check_converted(out, src, networks, source_format, nv_io, d_io, ros_io):
         module, variables = stylegan2.load(out, which)
         kind, arch, source_variables = source_nets[which]
         assert module == build(kind, arch)
-        jax.tree.map(lambda a, b: close(a, b, 0), variables, source_variables)   # bit-exact round trip
+        jax.tree.map(lambda a, b: close(a, b, 0), variables, source_variables)  # bit-exact round trip
         if which == 'D':
             check_nvidia_d(module, variables, d_io)
         elif src == ROSINALITY_PT:
             img = generate(module, variables, ros_io['z'], 1.0)
             if which == 'G_ema':
                 close(img, ros_io['img_trunc1'])
-            else:   # the training generator: no reference images, but not G_ema's
+            else:  # the training generator: no reference images, but not G_ema's
                 close(img, generate(module, source_variables, ros_io['z'], 1.0))
                 assert np.abs(img - ros_io['img_trunc1']).max() > 0.1
         elif which == 'G_ema':
@@ -348,11 +359,15 @@ def check_converted(out, src, networks, source_format, nv_io, d_io, ros_io):
             check_same_nvidia_g(module, variables, source_variables, nv_io)
 
 
-@pytest.mark.parametrize('src, networks, source_format', [
-    (ROSINALITY_PT, ('G_ema', 'G'), 'rosinality-checkpoint'),
-    (NVIDIA_PKL, ('G_ema', 'G', 'D'), 'nvidia-pytorch-pickle'),
-    (NVIDIA_NPZ, ('G_ema',), 'npz-state-dict'),
-], ids=['rosinality', 'nvidia-pkl', 'npz'])
+@pytest.mark.parametrize(
+    'src, networks, source_format',
+    [
+        (ROSINALITY_PT, ('G_ema', 'G'), 'rosinality-checkpoint'),
+        (NVIDIA_PKL, ('G_ema', 'G', 'D'), 'nvidia-pytorch-pickle'),
+        (NVIDIA_NPZ, ('G_ema',), 'npz-state-dict'),
+    ],
+    ids=['rosinality', 'nvidia-pkl', 'npz'],
+)
 def test_converter(convert, tmp_path, src, networks, source_format, nv_io, d_io, ros_io):
     out = tmp_path / 'converted'
     written, chosen = convert(src, out)
@@ -361,11 +376,18 @@ def test_converter(convert, tmp_path, src, networks, source_format, nv_io, d_io,
 
 
 def test_converter_command_line(tmp_path, nv_io):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
-               JAX_PLATFORMS='cpu')
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]), JAX_PLATFORMS='cpu'
+    )
     out = tmp_path / 'ffhq'
-    run = subprocess.run([sys.executable, str(CONVERTER), str(NVIDIA_NPZ), str(out)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(CONVERTER), str(NVIDIA_NPZ), str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert str(out) in run.stdout
     meta = json.loads((out / 'gsd_stylegan2.json').read_text())
@@ -373,8 +395,14 @@ def test_converter_command_line(tmp_path, nv_io):
     check_nvidia_g(*stylegan2.load(out), nv_io)
     bad = tmp_path / 'bad.pkl'
     bad.write_bytes(NVIDIA_PKL.read_bytes()[:1000])
-    run = subprocess.run([sys.executable, str(CONVERTER), str(bad), str(tmp_path / 'nothing')], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(CONVERTER), str(bad), str(tmp_path / 'nothing')],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1 and str(bad) in run.stderr and 'Traceback' not in run.stderr, run.stderr
     assert not (tmp_path / 'nothing').exists()
 
@@ -385,13 +413,14 @@ def test_converter_replaces_output(convert, tmp_path, nv_io, d_io, ros_io):
     assert (out / 'D').is_dir()
     convert(NVIDIA_NPZ, out)
     check_converted(out, NVIDIA_NPZ, ('G_ema',), 'npz-state-dict', nv_io, d_io, ros_io)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['model']   # no temporary directories left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['model']  # no temporary directories left
     with pytest.raises(stylegan2.LoadError, match='has no D network'):
         stylegan2.load(out, 'D')
 
 
-def assert_load_error(path, *fragments, which='G_ema', types=(stylegan2.LoadError, stylegan2.CheckpointError),
-                      shown=None):
+def assert_load_error(
+    path, *fragments, which='G_ema', types=(stylegan2.LoadError, stylegan2.CheckpointError), shown=None
+):
     """load(path, which) fails with one of `types`, one line, naming `shown` (default: path) and each fragment."""
     with pytest.raises(types) as info:
         stylegan2.load(path, which)
@@ -411,14 +440,20 @@ def test_converted_directory_damage(convert, tmp_path):
     convert(NVIDIA_PKL, out)
     shutil.rmtree(out / 'D')
     assert_load_error(out, which='D', types=stylegan2.LoadError, shown=out / 'D')
-    stylegan2.load(out, 'G_ema')   # the other networks still load
+    stylegan2.load(out, 'G_ema')  # the other networks still load
 
 
-@pytest.mark.parametrize('metadata', [
-    '[]', '{"format": "gsd-stylegan2"}', '{"format": "gsd-stylegan2", "networks": []}',
-    '{"format": "gsd-stylegan2", "version": 1, "networks": {"G_ema": {"kind": "G"}}}',
-    '{"format": "gsd-stylegan2", "version": 1, "networks": {"G_ema": {"kind": "G", "arch": {"resolution": 32}}}}',
-], ids=['list', 'no-networks', 'networks-list', 'no-arch', 'partial-arch'])
+@pytest.mark.parametrize(
+    'metadata',
+    [
+        '[]',
+        '{"format": "gsd-stylegan2"}',
+        '{"format": "gsd-stylegan2", "networks": []}',
+        '{"format": "gsd-stylegan2", "version": 1, "networks": {"G_ema": {"kind": "G"}}}',
+        '{"format": "gsd-stylegan2", "version": 1, "networks": {"G_ema": {"kind": "G", "arch": {"resolution": 32}}}}',
+    ],
+    ids=['list', 'no-networks', 'networks-list', 'no-arch', 'partial-arch'],
+)
 def test_converted_directory_bad_metadata(convert, tmp_path, metadata):
     out = tmp_path / 'model'
     convert(NVIDIA_NPZ, out)
@@ -438,27 +473,38 @@ def test_converter_keeps_foreign_directory(convert, tmp_path):
 
 # ---- e. errors through load ---------------------------------------------------------------------------------
 
+
 def test_error_truncated_pickle(tmp_path):
     path = tmp_path / 'network-snapshot.pkl'
-    path.write_bytes(NVIDIA_PKL.read_bytes()[:NVIDIA_PKL.stat().st_size // 2])
+    path.write_bytes(NVIDIA_PKL.read_bytes()[: NVIDIA_PKL.stat().st_size // 2])
     assert_load_error(path, 'truncated', types=stylegan2.CheckpointError)
 
 
-@pytest.mark.parametrize('name, shape', [
-    ('synthesis.b16.conv1.weight', (128, 128, 1, 1)),
-    ('synthesis.b8.conv0.affine.weight', (128, 32)),
-    ('synthesis.b32.torgb.bias', (4,)),
-    ('synthesis.b8.conv0.noise_const', (4, 4)),
-    ('synthesis.b8.conv1.noise_strength', (2,)),
-])
+@pytest.mark.parametrize(
+    'name, shape',
+    [
+        ('synthesis.b16.conv1.weight', (128, 128, 1, 1)),
+        ('synthesis.b8.conv0.affine.weight', (128, 32)),
+        ('synthesis.b32.torgb.bias', (4,)),
+        ('synthesis.b8.conv0.noise_const', (4, 4)),
+        ('synthesis.b8.conv1.noise_strength', (2,)),
+    ],
+)
 def test_error_npz_wrong_shape(tmp_path, nv_state, name, shape):
     path = tmp_path / 'state.npz'
     np.savez(path, **dict(nv_state, **{name: np.zeros(shape, np.float32)}))
     assert_load_error(path, repr(name), str(shape), types=stylegan2.LoadError)
 
 
-@pytest.mark.parametrize('name', ['synthesis.b8.conv0.affine.weight', 'synthesis.b32.torgb.weight',
-                                  'synthesis.b16.conv1.noise_strength', 'mapping.fc1.weight'])
+@pytest.mark.parametrize(
+    'name',
+    [
+        'synthesis.b8.conv0.affine.weight',
+        'synthesis.b32.torgb.weight',
+        'synthesis.b16.conv1.noise_strength',
+        'mapping.fc1.weight',
+    ],
+)
 def test_error_npz_missing_tensor(tmp_path, nv_state, name):
     path = tmp_path / 'state.npz'
     np.savez(path, **{k: v for k, v in nv_state.items() if k != name})
@@ -508,6 +554,7 @@ def test_error_tf_pickle_wrong_shape(tmp_path, nv_state):
 
 
 # ---- f. the Generator / Discriminator API on small random models ---------------------------------------------
+
 
 def rbg_key(seed):
     # The rbg generator compiles far faster on CPU than threefry; the models' behaviour does not depend on it.
@@ -580,7 +627,8 @@ def noisy_model():
     g = small_generator(8, (16, 8))
     v, _ = init_and_run(g, rbg_key(0), jax.random.normal(jax.random.PRNGKey(8), (2, 16)))  # compiled already
     params = jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.full_like(x, 0.5) if 'noise_strength' in jax.tree_util.keystr(path) else x, v['params'])
+        lambda path, x: jnp.full_like(x, 0.5) if 'noise_strength' in jax.tree_util.keystr(path) else x, v['params']
+    )
     return g, dict(v, params=params), jax.random.normal(jax.random.PRNGKey(7), (3, 16))
 
 
@@ -589,18 +637,21 @@ def test_noise_modes(noisy_model):
 
     @jax.jit
     def run(v, z, key1, key2):
-        return [g.apply(v, z, noise_mode='const'), g.apply(v, z, noise_mode='none'),
-                g.apply(v, z, noise_mode='random', rngs={'noise': key1}),
-                g.apply(v, z, noise_mode='random', rngs={'noise': key2})]
+        return [
+            g.apply(v, z, noise_mode='const'),
+            g.apply(v, z, noise_mode='none'),
+            g.apply(v, z, noise_mode='random', rngs={'noise': key1}),
+            g.apply(v, z, noise_mode='random', rngs={'noise': key2}),
+        ]
 
-    with pytest.raises(flax.errors.InvalidRngError, match='noise'):   # 'random' needs rngs={'noise': key}
+    with pytest.raises(flax.errors.InvalidRngError, match='noise'):  # 'random' needs rngs={'noise': key}
         jax.eval_shape(lambda: g.apply(v, z, noise_mode='random'))
     with pytest.raises(ValueError, match='noise_mode'):
         jax.eval_shape(lambda: g.apply(v, z, noise_mode='bogus'))
     const, none, a, b = run(v, z, rbg_key(1), rbg_key(2))
     for img in (const, none, a, b):
         assert img.shape == (3, 8, 8, 3) and bool(jnp.isfinite(img).all())
-    np.testing.assert_array_equal(a, run(v, z, rbg_key(1), rbg_key(3))[2])   # a key decides the noise
+    np.testing.assert_array_equal(a, run(v, z, rbg_key(1), rbg_key(3))[2])  # a key decides the noise
     assert float(jnp.abs(a - b).max()) > 1e-3
     assert float(jnp.abs(a - const).max()) > 1e-3
     assert float(jnp.abs(none - const).max()) > 1e-3
@@ -621,7 +672,7 @@ def test_bfloat16_close_to_float32(nv_io):
     assert g16.dtype == jnp.bfloat16
     img16 = generate(g16, v16, nv_io['z'], 0.7)
     assert img16.dtype == np.float32 and np.isfinite(img16).all()
-    close(img16, nv_io['img_psi0.7_const'], 0.1)   # the float32 output, which matches it within 1e-4
+    close(img16, nv_io['img_psi0.7_const'], 0.1)  # the float32 output, which matches it within 1e-4
 
 
 def test_capture_activations_names(noisy_model):

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO
 
 from gsd import features as F
-from gsd import heads as H
-from conftest import REPO
+from gsd.nn import heads as H
 
 # Narrow widths keep the tests fast; the dilations, depth and activations are the paper's.
 SMALL_CNN = H.CNNHead(3, embed_features=32, channels=(32,) * 6 + (16,))
@@ -41,9 +41,19 @@ def trained():
     exact comparisons use the short run."""
     feats, labels = stripes_problem()
     keys = jax.random.split(jax.random.key(7), 3)
-    run = lambda factor: H.train_heads(SMALL_CNN, keys, feats, labels, epochs=EPOCHS, lr=2e-3, weight_decay=1e-3,
-                                       lr_decay_every=DECAY_EVERY, lr_decay_factor=factor, image_indices=INDICES,
-                                       index_mask=MASK)
+    run = lambda factor: H.train_heads(
+        SMALL_CNN,
+        keys,
+        feats,
+        labels,
+        epochs=EPOCHS,
+        lr=2e-3,
+        weight_decay=1e-3,
+        lr_decay_every=DECAY_EVERY,
+        lr_decay_factor=factor,
+        image_indices=INDICES,
+        index_mask=MASK,
+    )
     fit, short = run(1.0), run(0.0)
     return dict(feats=feats, labels=labels, keys=keys, fit=fit, short=short)
 
@@ -58,9 +68,9 @@ def test_cnn_is_the_papers():
     assert [k[2] for k in kernels] == [128, 64, 64, 64, 64, 64, 64, 32]
     # 1x1 embed 5056*128+128, 3x3 convs 9*in*out+out: 647,296 + 73,792 + 5 * 36,928 + 18,464 + 2,890.
     assert H.param_count(params) == 927_082
-    assert head.negative_slope == 0.01   # the authors' F.leaky_relu default
+    assert head.negative_slope == 0.01  # the authors' F.leaky_relu default
     # The dilations the program really runs, in order (XLA's conv; im2col is checked against it below).
-    small = H.CNNHead(10, conv_impl='xla', remat=False)   # remat would hide the convs inside checkpoint calls
+    small = H.CNNHead(10, conv_impl='xla', remat=False)  # remat would hide the convs inside checkpoint calls
     x = jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)
     jaxpr = jax.make_jaxpr(small.apply)(jax.eval_shape(small.init, jax.random.key(0), x), x)
     dil = [e.params['rhs_dilation'] for e in jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
@@ -99,9 +109,9 @@ def test_training_fits_and_seeds_differ(trained):
     assert (losses[:, -1] < 0.1 * losses[:, 0]).all(), losses[:, [0, -1]]
     logits = np.asarray(H.predict(SMALL_CNN, params, trained['feats']))
     assert logits.shape == (3, 4, 16, 16, 3)
-    acc = (logits.argmax(-1) == np.asarray(trained['labels'])).mean(axis=(2, 3))   # (heads, images)
+    acc = (logits.argmax(-1) == np.asarray(trained['labels'])).mean(axis=(2, 3))  # (heads, images)
     assert (acc[:2] > 0.95).all(), acc
-    assert (acc[2, [1, 3]] > 0.95).all(), acc          # the 2-shot head, on its own two images
+    assert (acc[2, [1, 3]] > 0.95).all(), acc  # the 2-shot head, on its own two images
     k0, k1 = np.asarray(params['conv3']['kernel'][0]), np.asarray(params['conv3']['kernel'][1])
     assert np.abs(k0 - k1).max() > 1e-2
     assert np.abs(logits[0] - logits[1]).max() > 1e-1
@@ -114,13 +124,16 @@ def _plain_step(head, weight_decay):
         def loss_fn(p):
             logits = head.apply({'params': p}, x)
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1))
+
         loss, g = jax.value_and_grad(loss_fn)(params)
         g = jax.tree.map(lambda g, p: g + weight_decay * p, g, params)
         m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
         v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
-        params = jax.tree.map(lambda p, m, v: p - lr * (m / (1 - 0.9 ** t)) / (jnp.sqrt(v / (1 - 0.999 ** t)) + 1e-8),
-                              params, m, v)
+        params = jax.tree.map(
+            lambda p, m, v: p - lr * (m / (1 - 0.9**t)) / (jnp.sqrt(v / (1 - 0.999**t)) + 1e-8), params, m, v
+        )
         return params, m, v, loss
+
     return step
 
 
@@ -137,15 +150,17 @@ def _train_alone(head, key, feats, labels, images, epochs, lr, weight_decay, lr_
         losses = []
         for i in images:
             t += 1
-            params, m, v, loss = step(params, m, v, t, lr_e, feats[i:i + 1], labels[i:i + 1])
+            params, m, v, loss = step(params, m, v, t, lr_e, feats[i : i + 1], labels[i : i + 1])
             losses.append(float(loss))
         epoch_losses.append(np.mean(losses))
     return params, np.array(epoch_losses)
 
 
 def _max_diff(a, b):
-    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return max(
+        float(np.abs(np.asarray(x) - np.asarray(y)).max())
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 def test_head_in_the_program_equals_the_head_trained_alone(trained):
@@ -154,11 +169,13 @@ def test_head_in_the_program_equals_the_head_trained_alone(trained):
     feats, labels, keys = trained['feats'], trained['labels'], trained['keys']
     # Epochs 0..14 train, 15 on run at lr 0: the plain loop needs only those 16 epochs.
     schedule = dict(lr=2e-3, weight_decay=1e-3, lr_decay_every=DECAY_EVERY, lr_decay_factor=0.0)
-    np.testing.assert_array_equal(losses[:, DECAY_EVERY + 1:], np.repeat(losses[:, DECAY_EVERY:DECAY_EVERY + 1],
-                                                                         EPOCHS - DECAY_EVERY - 1, axis=1))
+    np.testing.assert_array_equal(
+        losses[:, DECAY_EVERY + 1 :],
+        np.repeat(losses[:, DECAY_EVERY : DECAY_EVERY + 1], EPOCHS - DECAY_EVERY - 1, axis=1),
+    )
     for member, images in ((2, [3, 1]), (0, [0, 1, 2, 3])):
         alone, alone_losses = _train_alone(SMALL_CNN, keys[member], feats, labels, images, DECAY_EVERY + 1, **schedule)
-        np.testing.assert_allclose(losses[member, :DECAY_EVERY + 1], alone_losses, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(losses[member, : DECAY_EVERY + 1], alone_losses, rtol=1e-5, atol=1e-6)
         assert _max_diff(jax.tree.map(lambda a: a[member], params), alone) < 1e-5
     # The comparison sees the order of the images: the 2-shot head fed [1, 3] is another head.
     swapped, _ = _train_alone(SMALL_CNN, keys[2], feats, labels, [1, 3], DECAY_EVERY, **schedule)
@@ -178,12 +195,14 @@ def test_fused_first_layer_heads_equal_concat_heads():
     acts, layout = random_activations()
     feats = layout.concat(acts)
     labels = jnp.argmax(feats @ jax.random.normal(jax.random.key(4), (layout.channels, 3)), axis=-1)
-    for make in (lambda **kw: H.CNNHead(3, embed_features=8, channels=(8,) * 7, **kw),
-                 lambda **kw: H.MLPHead(3, hidden=(16, 8), **kw)):
+    for make in (
+        lambda **kw: H.CNNHead(3, embed_features=8, channels=(8,) * 7, **kw),
+        lambda **kw: H.MLPHead(3, hidden=(16, 8), **kw),
+    ):
         plain, fused = make(), make(first_layer_fused=True, layout=layout)
         p = plain.init(jax.random.key(5), feats)
         fused_shapes = jax.eval_shape(fused.init, jax.random.key(5), acts)
-        assert jax.tree.map(jnp.shape, fused_shapes) == jax.tree.map(jnp.shape, p)   # interchangeable params
+        assert jax.tree.map(jnp.shape, fused_shapes) == jax.tree.map(jnp.shape, p)  # interchangeable params
         ref = np.asarray(plain.apply(p, feats))
         np.testing.assert_allclose(np.asarray(fused.apply(p, acts)), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
         with pytest.raises(TypeError):
@@ -194,23 +213,34 @@ def test_fused_first_layer_heads_equal_concat_heads():
     # loop on the concatenated features.
     plain, fused = H.MLPHead(3, hidden=(16, 8)), H.MLPHead(3, hidden=(16, 8), first_layer_fused=True, layout=layout)
     keys = jax.random.split(jax.random.key(6), 2)
-    run = lambda k, factor: H.train_heads(fused, k, acts, labels, epochs=30, lr=1e-2, lr_decay_every=5,
-                                          lr_decay_factor=factor)
+    run = lambda k, factor: H.train_heads(
+        fused, k, acts, labels, epochs=30, lr=1e-2, lr_decay_every=5, lr_decay_factor=factor
+    )
     # Raw uint32 keys (M, 2) are the same keys as the typed ones.
     (fit, fit_losses), (short, short_losses) = run(keys, 1.0), run(jax.random.key_data(keys), 0.0)
     acc = (np.asarray(H.predict(fused, fit, acts)).argmax(-1) == np.asarray(labels)).mean(axis=(1, 2, 3))
     assert (acc > 0.95).all(), acc
     assert (np.asarray(fit_losses)[:, -1] < 0.1 * np.asarray(fit_losses)[:, 0]).all()
-    alone, alone_losses = _train_alone(plain, keys[1], feats, labels, [0, 1, 2, 3], 6, lr=1e-2, weight_decay=1e-3,
-                                       lr_decay_every=5, lr_decay_factor=0.0)
+    alone, alone_losses = _train_alone(
+        plain,
+        keys[1],
+        feats,
+        labels,
+        [0, 1, 2, 3],
+        6,
+        lr=1e-2,
+        weight_decay=1e-3,
+        lr_decay_every=5,
+        lr_decay_factor=0.0,
+    )
     np.testing.assert_allclose(np.asarray(short_losses)[1, :6], alone_losses, rtol=1e-5, atol=1e-6)
     assert _max_diff(jax.tree.map(lambda a: a[1], short), alone) < 1e-5
 
 
-MULTI_DEVICE_SCRIPT = r'''
+MULTI_DEVICE_SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from gsd import heads as H
+from gsd.nn import heads as H
 assert jax.device_count() == int(sys.argv[1]), jax.devices()
 rng = np.random.RandomState(0)
 labels = rng.randint(0, 3, (5, 8, 8)).astype(np.int32)
@@ -224,15 +254,21 @@ params, losses = H.train_heads(head, jax.random.split(jax.random.key(0), 5), fea
 k = np.asarray(params['fc1']['kernel'])
 print(json.dumps({'losses': np.asarray(losses).tolist(), 'k_sum': np.abs(k).sum(axis=(1, 2)).tolist(),
                   'k0': k[:, 0, :4].tolist()}))
-'''
+"""
 
 
 def test_same_heads_on_one_and_eight_devices():
     results = {}
     for n in (1, 8):
         env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
-        proc = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT, str(n)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, '-c', MULTI_DEVICE_SCRIPT, str(n)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[n] = json.loads(proc.stdout.strip().splitlines()[-1])
     one, many = results[1], results[8]
@@ -240,7 +276,7 @@ def test_same_heads_on_one_and_eight_devices():
     np.testing.assert_allclose(many['losses'], one['losses'], rtol=1e-5)
     np.testing.assert_allclose(many['k_sum'], one['k_sum'], rtol=1e-5)
     np.testing.assert_allclose(many['k0'], one['k0'], rtol=1e-5, atol=1e-6)
-    assert len(set(np.round(one['k_sum'], 4))) == 5   # five different heads, not five copies
+    assert len(set(np.round(one['k_sum'], 4))) == 5  # five different heads, not five copies
 
 
 @pytest.mark.parametrize('dilation,slope', [(1, None), (2, 0.01), (4, 0.2)])
@@ -251,9 +287,16 @@ def test_taps_conv_and_its_backward_equal_xla(dilation, slope):
 
     def xla(x, k):
         x = x if slope is None else jax.nn.leaky_relu(x, slope)
-        return jax.lax.conv_general_dilated(x, k, (1, 1), ((dilation, dilation),) * 2, rhs_dilation=(dilation,) * 2,
-                                            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                            precision=jax.lax.Precision.HIGHEST)
+        return jax.lax.conv_general_dilated(
+            x,
+            k,
+            (1, 1),
+            ((dilation, dilation),) * 2,
+            rhs_dilation=(dilation,) * 2,
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+            precision=jax.lax.Precision.HIGHEST,
+        )
+
     taps = lambda x, k: H.leaky_conv3x3_taps(x, k, dilation, slope)
     ref = np.asarray(xla(x, k))
     np.testing.assert_allclose(np.asarray(jax.jit(taps)(x, k)), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
@@ -272,10 +315,12 @@ def test_cnn_gradients_equal_across_conv_impls():
     def grads(head):
         loss = lambda p: optax_loss(head.apply(p, x), y)
         return jax.jit(jax.grad(loss))(p)
+
     ref = grads(make('xla', False))
     for impl, remat in (('taps', True), ('im2col', True), ('im2col', False), ('xla', True)):
-        assert _max_diff(grads(make(impl, remat)), ref) < 1e-5 * max(np.abs(np.asarray(a)).max()
-                                                                   for a in jax.tree.leaves(ref))
+        assert _max_diff(grads(make(impl, remat)), ref) < 1e-5 * max(
+            np.abs(np.asarray(a)).max() for a in jax.tree.leaves(ref)
+        )
 
 
 def optax_loss(logits, y):

@@ -5,8 +5,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from gsd import part_datasets as pd
-from gsd.annotation import AnnotationError
+from gsd.io import part_datasets as pd
+from gsd.io.annotation import AnnotationError
 
 # ----------------------------------------------------------------------------------------------
 # CelebAMask-HQ: masks drawn on an 8x8 grid of 64 px blocks, so NEAREST down to 8 px is exact.
@@ -31,19 +31,34 @@ def _rows_cols(rows, cols):
     return [(r, c) for r in rows for c in cols]
 
 
-FACE = {   # part -> 8x8 cells; overlaps chosen so the two priorities differ
-    'hair': _rows_cols(range(0, 2), range(8)), 'hat': _rows_cols([0], range(4)),
-    'skin': _rows_cols(range(1, 7), range(1, 7)), 'l_brow': [(1, 2)], 'r_brow': [(2, 5)],
-    'l_eye': [(3, 2)], 'r_eye': [(3, 5)], 'eye_g': _rows_cols([3], range(1, 7)),
-    'nose': [(4, 3), (4, 4)], 'mouth': [(5, 3)], 'u_lip': [(5, 4)], 'l_ear': [(4, 0), (4, 1)],
-    'neck': _rows_cols([6, 7], range(2, 6)), 'cloth': _rows_cols([7], range(8)),
+FACE = {  # part -> 8x8 cells; overlaps chosen so the two priorities differ
+    'hair': _rows_cols(range(0, 2), range(8)),
+    'hat': _rows_cols([0], range(4)),
+    'skin': _rows_cols(range(1, 7), range(1, 7)),
+    'l_brow': [(1, 2)],
+    'r_brow': [(2, 5)],
+    'l_eye': [(3, 2)],
+    'r_eye': [(3, 5)],
+    'eye_g': _rows_cols([3], range(1, 7)),
+    'nose': [(4, 3), (4, 4)],
+    'mouth': [(5, 3)],
+    'u_lip': [(5, 4)],
+    'l_ear': [(4, 0), (4, 1)],
+    'neck': _rows_cols([6, 7], range(2, 6)),
+    'cloth': _rows_cols([7], range(8)),
 }
-PAPER_10 = [[1] * 8, [1] * 8, [0, 6, 6, 6, 6, 2, 6, 0], [0, 6, 3, 6, 6, 3, 6, 0],
-            [7, 6, 6, 5, 5, 6, 6, 0], [0, 6, 6, 4, 4, 6, 6, 0], [0, 6, 6, 6, 6, 6, 6, 0],
-            [9, 9, 8, 8, 8, 8, 9, 9]]
+PAPER_10 = [
+    [1] * 8,
+    [1] * 8,
+    [0, 6, 6, 6, 6, 2, 6, 0],
+    [0, 6, 3, 6, 6, 3, 6, 0],
+    [7, 6, 6, 5, 5, 6, 6, 0],
+    [0, 6, 6, 4, 4, 6, 6, 0],
+    [0, 6, 6, 6, 6, 6, 6, 0],
+    [9, 9, 8, 8, 8, 8, 9, 9],
+]
 CELEBAMASK_10 = PAPER_10[:4] + [[7, 7, 6, 5, 5, 6, 6, 0], PAPER_10[5], [0, 6, 8, 8, 8, 8, 6, 0], [9] * 8]
-PAPER_3 = ([[0] * 8] * 3 + [[0, 0, 1, 0, 0, 1, 0, 0], [0, 0, 0, 3, 3, 0, 0, 0], [0, 0, 0, 2, 2, 0, 0, 0]]
-           + [[0] * 8] * 2)
+PAPER_3 = [[0] * 8] * 3 + [[0, 0, 1, 0, 0, 1, 0, 0], [0, 0, 0, 3, 3, 0, 0, 0], [0, 0, 0, 2, 2, 0, 0, 0]] + [[0] * 8] * 2
 
 
 @pytest.fixture
@@ -52,26 +67,37 @@ def celeba(tmp_path):
     (root / 'CelebA-HQ-img').mkdir(parents=True)
     (root / 'CelebAMask-HQ-mask-anno' / '0').mkdir(parents=True)
     (root / 'CelebA-HQ-to-CelebA-mapping.txt').write_text(MAPPING)
-    faces = {0: FACE, 2: {'hair': FACE['hair'], 'skin': FACE['skin']}}   # 2: no eye, mouth or nose
+    faces = {0: FACE, 2: {'hair': FACE['hair'], 'skin': FACE['skin']}}  # 2: no eye, mouth or nose
     for k, parts in faces.items():
         Image.new('RGB', (64, 64), (200, 40, 40)).save(root / 'CelebA-HQ-img' / f'{k}.jpg', quality=95)
         for part, cells in parts.items():
             big = np.kron(_cells(cells), np.ones((64, 64), bool))
-            Image.fromarray(big.astype(np.uint8) * 255, 'L').save(root / 'CelebAMask-HQ-mask-anno' / '0' /
-                                                                  f'{k:05d}_{part}.png')
+            Image.fromarray(big.astype(np.uint8) * 255, 'L').save(
+                root / 'CelebAMask-HQ-mask-anno' / '0' / f'{k:05d}_{part}.png'
+            )
     return root
 
 
 def test_celebamask_classes():
     assert pd.celebamask_classes('3class') == ('background', 'eye', 'mouth', 'nose')
-    assert pd.celebamask_classes('10class') == ('background', 'hair', 'eyebrow', 'eye', 'mouth', 'nose',
-                                                'skin', 'ear', 'neck', 'clothes')
+    assert pd.celebamask_classes('10class') == (
+        'background',
+        'hair',
+        'eyebrow',
+        'eye',
+        'mouth',
+        'nose',
+        'skin',
+        'ear',
+        'neck',
+        'clothes',
+    )
     with pytest.raises(ValueError, match='19class'):
         pd.celebamask_classes('19class')
 
 
 def test_celebamask_splits_by_orig_idx(celeba):
-    assert pd.celebamask_test_ids(celeba) == [0, 2]   # sorted, whatever the file's order
+    assert pd.celebamask_test_ids(celeba) == [0, 2]  # sorted, whatever the file's order
     assert pd.celebamask_split_ids(celeba, 'val') == [3, 4]
     assert pd.celebamask_split_ids(celeba, 'train') == [1]
 
@@ -102,7 +128,7 @@ def test_celebamask_missing_paths_are_named(celeba, tmp_path):
     with pytest.raises(FileNotFoundError, match='CelebA-HQ-to-CelebA-mapping.txt: no such file'):
         pd.celebamask_test_ids(tmp_path)
     with pytest.raises(FileNotFoundError, match='CelebA-HQ-img: no such directory'):
-        pd.iter_celebamask(tmp_path / 'nowhere', '10class', 8)   # fails at the call, not at next()
+        pd.iter_celebamask(tmp_path / 'nowhere', '10class', 8)  # fails at the call, not at next()
     with pytest.raises(FileNotFoundError, match='1.jpg: no such file'):
         next(pd.iter_celebamask(celeba, '10class', 8, split='train'))
     (celeba / 'CelebAMask-HQ-mask-anno' / '0' / '00000_beard.png').write_bytes(b'')
@@ -112,6 +138,7 @@ def test_celebamask_missing_paths_are_named(celeba, tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # PASCAL-Part: .mat files in MATLAB's nesting (1xN struct arrays, [] for no parts).
+
 
 def _struct(fields, rows):
     a = np.empty((1, len(rows)), dtype=[(f, 'O') for f in fields])
@@ -123,15 +150,16 @@ def _struct(fields, rows):
 
 def _box(shape, rows, cols):
     m = np.zeros(shape, np.uint8)
-    m[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = 1
+    m[rows[0] : rows[1] + 1, cols[0] : cols[1] + 1] = 1
     return m
 
 
 def _write_mat(path, objects):
     """objects: [(class, mask, [(part name, mask)])]."""
-    objs = _struct(['class', 'class_ind', 'mask', 'parts'],
-                   [(c, np.array([[1]]), m, _struct(['part_name', 'mask'], p) if p else np.zeros((0, 0)))
-                    for c, m, p in objects])
+    objs = _struct(
+        ['class', 'class_ind', 'mask', 'parts'],
+        [(c, np.array([[1]]), m, _struct(['part_name', 'mask'], p) if p else np.zeros((0, 0))) for c, m, p in objects],
+    )
     scipy.io.savemat(path, {'anno': _struct(['imname', 'objects'], [(path.stem, objs)])})
 
 
@@ -139,13 +167,21 @@ CAR_SHAPE = (40, 60)
 
 
 def _car_objects():
-    b = lambda r, c: _box(CAR_SHAPE, r, c)   # noqa: E731
-    main = [('leftside', b((10, 19), (20, 49))), ('window_1', b((10, 13), (25, 34))),
-            ('door_1', b((14, 19), (36, 45))), ('wheel_1', b((24, 29), (22, 27))),
-            ('headlight_1', b((20, 21), (44, 47))), ('fliplate', b((22, 23), (40, 45)))]
-    return [('person', b((0, 39), (0, 9)), []), ('car', b((10, 29), (20, 49)), main),
-            ('car', b((32, 37), (50, 59)), [('wheel_2', b((32, 37), (50, 59)))]),
-            ('car', b((0, 3), (10, 59)), [])]   # a car without parts: unscored
+    b = lambda r, c: _box(CAR_SHAPE, r, c)  # noqa: E731
+    main = [
+        ('leftside', b((10, 19), (20, 49))),
+        ('window_1', b((10, 13), (25, 34))),
+        ('door_1', b((14, 19), (36, 45))),
+        ('wheel_1', b((24, 29), (22, 27))),
+        ('headlight_1', b((20, 21), (44, 47))),
+        ('fliplate', b((22, 23), (40, 45))),
+    ]
+    return [
+        ('person', b((0, 39), (0, 9)), []),
+        ('car', b((10, 29), (20, 49)), main),
+        ('car', b((32, 37), (50, 59)), [('wheel_2', b((32, 37), (50, 59)))]),
+        ('car', b((0, 3), (10, 59)), []),
+    ]  # a car without parts: unscored
 
 
 @pytest.fixture
@@ -158,9 +194,14 @@ def pascal(tmp_path):
     photo[10:30, 20:50] = 255
     Image.fromarray(photo).save(img / '2008_000001.jpg', quality=95)
     horse = _box((30, 30), (0, 9), (0, 19))
-    parts = [('head', _box((30, 30), (0, 3), (0, 4))), ('leye', _box((30, 30), (1, 1), (1, 1))),
-             ('torso', _box((30, 30), (0, 5), (5, 19))), ('lfuleg', _box((30, 30), (6, 9), (5, 7))),
-             ('lfho', _box((30, 30), (9, 9), (8, 9))), ('tail', _box((30, 30), (0, 2), (19, 19)))]
+    parts = [
+        ('head', _box((30, 30), (0, 3), (0, 4))),
+        ('leye', _box((30, 30), (1, 1), (1, 1))),
+        ('torso', _box((30, 30), (0, 5), (5, 19))),
+        ('lfuleg', _box((30, 30), (6, 9), (5, 7))),
+        ('lfho', _box((30, 30), (9, 9), (8, 9))),
+        ('tail', _box((30, 30), (0, 2), (19, 19))),
+    ]
     _write_mat(ann / '2008_000002.mat', [('horse', horse, parts)])
     Image.new('RGB', (30, 30), (255, 255, 255)).save(img / '2008_000002.jpg', quality=95)
     return ann, img
@@ -169,8 +210,15 @@ def pascal(tmp_path):
 def test_pascal_part_classes_and_grouping():
     assert pd.pascal_part_classes('car') == ('background', 'body', 'plate', 'light', 'wheel', 'window')
     assert pd.pascal_part_classes('horse') == ('background', 'head', 'neck_torso', 'legs', 'tail')
-    expected = {'bliplate': 'plate', 'headlight_12': 'light', 'door_3': 'body', 'roofside': 'body',
-                'rightmirror': 'body', 'window_7': 'window', 'spoiler': None}
+    expected = {
+        'bliplate': 'plate',
+        'headlight_12': 'light',
+        'door_3': 'body',
+        'roofside': 'body',
+        'rightmirror': 'body',
+        'window_7': 'window',
+        'spoiler': None,
+    }
     assert {p: pd.pascal_part_class('car', p) for p in expected} == expected
     horse = ('rear', 'muzzle', 'neck', 'rblleg', 'rbho', 'tail')
     expected_horse = ['head', 'head', 'neck_torso', 'legs', 'legs', 'tail']
@@ -179,46 +227,46 @@ def test_pascal_part_classes_and_grouping():
 
 def test_pascal_car_crop_and_classes(pascal):
     ann, img = pascal
-    items = list(pd.iter_pascal_part(ann, img, 'car', 36))   # 20x30 box * 1.2 -> 36: no resize
+    items = list(pd.iter_pascal_part(ann, img, 'car', 36))  # 20x30 box * 1.2 -> 36: no resize
     assert [n for n, _, _ in items] == ['2008_000001']
     _, image, mask = items[0]
     assert image.shape == (36, 36, 3) and mask.shape == (36, 36) and mask.dtype == np.uint8
-    top, left = 2, 17   # box centre (20, 35) - 18
+    top, left = 2, 17  # box centre (20, 35) - 18
     full = np.zeros(CAR_SHAPE, np.uint8)
-    full[10:30, 20:50] = 1                 # object pixels under no part: body
-    full[24:30, 22:28] = 4                 # wheel
-    full[10:14, 25:35] = 5                 # window beats the leftside under it
-    full[20:22, 44:48] = 3                 # light
-    full[22:24, 40:46] = 2                 # plate
-    full[32:38, 50:60] = 4                 # the second car is labelled from its own parts
-    full[0:4, 10:60] = pd.IGNORE           # the car without parts
-    np.testing.assert_array_equal(mask, full[top:top + 36, left:left + 36])
-    assert image[8:28, 3:33].min() > 200 and image[:8].max() < 40   # the car is where its mask is
+    full[10:30, 20:50] = 1  # object pixels under no part: body
+    full[24:30, 22:28] = 4  # wheel
+    full[10:14, 25:35] = 5  # window beats the leftside under it
+    full[20:22, 44:48] = 3  # light
+    full[22:24, 40:46] = 2  # plate
+    full[32:38, 50:60] = 4  # the second car is labelled from its own parts
+    full[0:4, 10:60] = pd.IGNORE  # the car without parts
+    np.testing.assert_array_equal(mask, full[top : top + 36, left : left + 36])
+    assert image[8:28, 3:33].min() > 200 and image[:8].max() < 40  # the car is where its mask is
     _, small, small_mask = next(pd.iter_pascal_part(ann, img, 'car', 12))
     assert small.shape == (12, 12, 3) and set(np.unique(small_mask)) <= {0, 1, 2, 3, 4, 5, 255}
 
 
 def test_pascal_horse_padding_and_uncovered_pixels(pascal):
     ann, img = pascal
-    (name, image, mask), = pd.iter_pascal_part(ann, img, 'horse', 24, margin=0.1)
-    top, left = -7, -2   # 10x20 box -> side 24 around centre (5, 10): rows -7.., cols -2..
+    ((name, image, mask),) = pd.iter_pascal_part(ann, img, 'horse', 24, margin=0.1)
+    top, left = -7, -2  # 10x20 box -> side 24 around centre (5, 10): rows -7.., cols -2..
     assert name == '2008_000002'
     assert (mask[:7] == 0).all() and (mask[:, :2] == 0).all() and (image[:7] == 0).all()
     assert image[7:17, 2:22].min() > 200
-    inside = mask[-top:-top + 10, -left:-left + 20]
-    assert (inside[0:4, 0:5] == 1).all()                     # head, eye included
-    assert (inside[0:3, 19] == 4).all()                      # tail over torso
-    assert (inside[3:6, 5:19] == 2).all()                    # neck_torso
-    assert (inside[6:10, 5:8] == 3).all() and (inside[9, 8:10] == 3).all()   # leg and hoof
+    inside = mask[-top : -top + 10, -left : -left + 20]
+    assert (inside[0:4, 0:5] == 1).all()  # head, eye included
+    assert (inside[0:3, 19] == 4).all()  # tail over torso
+    assert (inside[3:6, 5:19] == 2).all()  # neck_torso
+    assert (inside[6:10, 5:8] == 3).all() and (inside[9, 8:10] == 3).all()  # leg and hoof
     assert (inside[4:10, 0:5] == pd.IGNORE).all() and (inside[6:9, 10:19] == pd.IGNORE).all()
-    (_, _, ignored), = pd.iter_pascal_part(ann, img, 'horse', 24, pad_label=pd.IGNORE)
+    ((_, _, ignored),) = pd.iter_pascal_part(ann, img, 'horse', 24, pad_label=pd.IGNORE)
     assert (ignored[:7] == pd.IGNORE).all()
 
 
 @pytest.mark.parametrize('squeeze', [False, True])
 @pytest.mark.parametrize('as_record', [False, True])
 def test_pascal_parse_any_loadmat_nesting(tmp_path, squeeze, as_record):
-    one = tmp_path / 'one.mat'   # one object with one part: squeeze_me turns 1x1 structs into scalars
+    one = tmp_path / 'one.mat'  # one object with one part: squeeze_me turns 1x1 structs into scalars
     _write_mat(one, [('car', _box((5, 6), (1, 3), (1, 4)), [('wheel_1', _box((5, 6), (2, 2), (2, 2)))])])
     many = tmp_path / 'many.mat'
     _write_mat(many, _car_objects())
@@ -234,7 +282,7 @@ def test_pascal_parse_any_loadmat_nesting(tmp_path, squeeze, as_record):
 def test_pascal_errors_name_the_file(pascal, tmp_path):
     ann, img = pascal
     with pytest.raises(FileNotFoundError, match='nowhere: no such directory; expected PASCAL-Part'):
-        pd.iter_pascal_part(tmp_path / 'nowhere', img, 'car', 8)   # fails at the call
+        pd.iter_pascal_part(tmp_path / 'nowhere', img, 'car', 8)  # fails at the call
     (ann / 'broken.mat').write_bytes(b'not a mat file')
     with pytest.raises(AnnotationError, match='broken.mat: cannot read as a PASCAL-Part annotation'):
         list(pd.iter_pascal_part(ann, img, 'car', 8, ids=['broken']))

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from writers import write_torch_zip
 
 from gsd import projection as P
-from gsd.images import to_uint8
+from gsd.io.images import to_uint8
 from gsd.stylegan2.networks import Generator, channels_nvidia, noise_layer_names
 from gsd.stylegan2.readers import CheckpointError
-from writers import write_torch_zip
 
 STEPS = 150
 NOISE_STRENGTH = 0.03
@@ -40,8 +40,9 @@ def tiny():
             return np.full(leaf.shape, 1.0 if 'affine' in name else 0.0, np.float32)
         scale = 0.4 if 'torgb' in name and 'affine' not in name else 1.0
         if 'mapping' in name:
-            scale = 1 / G.mapping_lr_mul   # stored / lr_mul, scaled back at run time
+            scale = 1 / G.mapping_lr_mul  # stored / lr_mul, scaled back at run time
         return (scale * rng.randn(*leaf.shape)).astype(np.float32)
+
     shapes = jax.eval_shape(G.init, jax.random.PRNGKey(0), jnp.zeros((1, 16)))
     v = jax.tree_util.tree_map_with_path(init, shapes)
 
@@ -51,6 +52,7 @@ def tiny():
         w_avg, _ = P.w_statistics(G, v, 10000)
         images = G.apply(v, jnp.concatenate([ws, jnp.broadcast_to(w_avg, ws.shape)]), method='synthesize')
         return ws, w_avg, images[:3], images[3:]
+
     ws, w_avg, targets, start = targets_and_start(v, np.random.RandomState(7).randn(3, 16).astype(np.float32))
     targets, start = to_uint8(targets), to_uint8(start)
     return G, v, np.asarray(ws), targets, P.psnr(start, targets), np.asarray(w_avg)
@@ -67,7 +69,7 @@ def test_projection_recovers_generated_images_w(tiny, projected_w):
     r = projected_w
     assert r.ws.shape == (2,) + ws.shape[1:] and r.images.shape == (2, 16, 16, 3) and r.images.dtype == np.uint8
     assert r.psnr.shape == r.loss.shape == (2,) and r.loss_history.shape == (STEPS, 2)
-    np.testing.assert_array_equal(r.ws, np.broadcast_to(r.ws[:, :1], r.ws.shape))   # one w per image
+    np.testing.assert_array_equal(r.ws, np.broadcast_to(r.ws[:, :1], r.ws.shape))  # one w per image
     assert np.all(r.psnr - start[:2] >= MIN_GAIN_DB), (start, r.psnr)
     assert np.all(r.loss < r.loss_history[0])
     error, start_error = (np.abs(w - ws[:2]).mean(axis=(1, 2)) for w in (r.ws, w_avg))
@@ -77,7 +79,7 @@ def test_projection_recovers_generated_images_w(tiny, projected_w):
 def test_w_plus_shares_the_program(tiny, projected_w):
     G, v, _, targets, start, _ = tiny
     traces = P.trace_count()
-    r = P.project(G, v, targets[:2], steps=STEPS, space='w+', lr=0.05)   # other space and lr: same program
+    r = P.project(G, v, targets[:2], steps=STEPS, space='w+', lr=0.05)  # other space and lr: same program
     assert P.trace_count() == traces
     assert not np.allclose(r.ws[:, 0], r.ws[:, -1])
     assert np.all(r.psnr - start[:2] >= MIN_GAIN_DB), (start, r.psnr)
@@ -129,12 +131,12 @@ def test_psnr_and_pixel_loss():
     d = np.asarray(loss(x, y))
     # A constant shift lives in the coarsest level (8 px) alone: the band-pass levels cancel it.
     assert d[0] == 0.0 and d[1] == pytest.approx(0.1, rel=1e-4)
-    assert len(loss.features(x)) == 3   # bands at 32 and 16 px, then the 8 px image
+    assert len(loss.features(x)) == 3  # bands at 32 and 16 px, then the 8 px image
 
 
 # ---- LPIPS ------------------------------------------------------------------------------------------------
 
-TINY_VGG = (4, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8)   # out channels of features.0, 2, 5, ..., 28
+TINY_VGG = (4, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8)  # out channels of features.0, 2, 5, ..., 28
 
 
 def fake_lpips_state(seed=0):
@@ -144,7 +146,7 @@ def fake_lpips_state(seed=0):
         vgg[f'features.{idx}.weight'] = (rng.randn(cout, cin, 3, 3) / np.sqrt(9 * cin)).astype(np.float32)
         vgg[f'features.{idx}.bias'] = (0.1 * rng.randn(cout)).astype(np.float32)
         cin = cout
-    vgg['classifier.0.weight'] = rng.randn(5, 7).astype(np.float32)   # torchvision's file has more: ignored
+    vgg['classifier.0.weight'] = rng.randn(5, 7).astype(np.float32)  # torchvision's file has more: ignored
     for k, tap in enumerate(P.VGG16_TAPS):
         c = vgg[f'features.{tap[-1]}.weight'].shape[0]
         lin[f'lin{k}.model.1.weight'] = np.abs(rng.randn(1, c, 1, 1)).astype(np.float32)
@@ -153,6 +155,7 @@ def fake_lpips_state(seed=0):
 
 def lpips_numpy(vgg, lin, a, b):
     """The lpips package's forward (torch layout, NCHW), transcribed in NumPy."""
+
     def feats(x):
         shift, scale = (np.reshape(c, (1, 3, 1, 1)) for c in (P.LPIPS_SHIFT, P.LPIPS_SCALE))
         x = (x.transpose(0, 3, 1, 2) - shift) / scale
@@ -160,14 +163,15 @@ def lpips_numpy(vgg, lin, a, b):
         for k, tap in enumerate(P.VGG16_TAPS):
             if k:
                 n, c, h, w = x.shape
-                x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+                x = x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
             for i in tap:
                 xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-                win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))   # n c h w 3 3
+                win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # n c h w 3 3
                 x = np.einsum('nchwij,ocij->nohw', win, vgg[f'features.{i}.weight'])
                 x = np.maximum(x + vgg[f'features.{i}.bias'][None, :, None, None], 0)
-            out.append(x / (np.sqrt(np.sum(x ** 2, axis=1, keepdims=True)) + 1e-10))
+            out.append(x / (np.sqrt(np.sum(x**2, axis=1, keepdims=True)) + 1e-10))
         return out
+
     total = 0
     for k, (fa, fb) in enumerate(zip(feats(a), feats(b))):
         total = total + np.einsum('nchw,c->nhw', (fa - fb) ** 2, lin[f'lin{k}.model.1.weight'].reshape(-1)).mean((1, 2))
@@ -190,7 +194,7 @@ def test_lpips_matches_reference_and_is_a_distance(lpips_files):
     x, y = (np.random.RandomState(s).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32) for s in (1, 2))
     dxy, dyx, dxx = (np.asarray(loss(a, b)) for a, b in ((x, y), (y, x), (x, x)))
     assert dxy.shape == (2,)
-    assert np.all(np.abs(dxx) < 1e-12)   # not exactly 0: XLA may round the two feature passes differently
+    assert np.all(np.abs(dxx) < 1e-12)  # not exactly 0: XLA may round the two feature passes differently
     assert np.all(dxy > 0)
     np.testing.assert_allclose(dxy, dyx, rtol=1e-6)
     np.testing.assert_allclose(dxy, lpips_numpy(vgg, lin, x.astype(np.float64), y.astype(np.float64)), rtol=1e-4)
@@ -220,11 +224,17 @@ def test_lpips_file_errors(lpips_files, tmp_path):
     truncated = tmp_path / 'truncated.pth'
     truncated.write_bytes((d / 'vgg16.pth').read_bytes()[:300])
     # (arguments, the file the message must name, the problem it must state)
-    cases = [((corrupt,), corrupt, 'corrupt'), ((tmp_path / 'absent.pth',), tmp_path / 'absent.pth', 'no such file'),
-             ((missing_lin,), missing_lin, "missing tensor 'lin0.model.1.weight'"),
-             ((d / 'vgg16.pth', bad_shape), bad_shape,
-              "'lin2.model.1.weight' has shape (1, 5, 1, 1), expected (1, 8, 1, 1)"),
-             ((truncated, d / 'vgg.pth'), truncated, 'corrupt')]
+    cases = [
+        ((corrupt,), corrupt, 'corrupt'),
+        ((tmp_path / 'absent.pth',), tmp_path / 'absent.pth', 'no such file'),
+        ((missing_lin,), missing_lin, "missing tensor 'lin0.model.1.weight'"),
+        (
+            (d / 'vgg16.pth', bad_shape),
+            bad_shape,
+            "'lin2.model.1.weight' has shape (1, 5, 1, 1), expected (1, 8, 1, 1)",
+        ),
+        ((truncated, d / 'vgg.pth'), truncated, 'corrupt'),
+    ]
     for args, path, problem in cases:
         with pytest.raises(CheckpointError) as e:
             P.LPIPS.from_files(*args)

@@ -11,35 +11,53 @@ import zipfile
 
 import numpy as np
 import pytest
+from writers import MARKER, FakeNetwork, Globals, Storage, Tensor, legacy_torch_file, tf_network, torch_globals
 
 from gsd.stylegan2.readers import CheckpointError, read_checkpoint_file, read_pickle_file, read_torch_file
-from writers import MARKER, FakeNetwork, Globals, Storage, Tensor, legacy_torch_file, tf_network, torch_globals
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'stylegan2'
 ROSINALITY_PT = FIXTURES / 'rosinality_public.pt'
 NVIDIA_PKL = FIXTURES / 'nvidia_public.pkl'
 
 ROSINALITY_SHAPES = {
-    'style.1.weight': (64, 64), 'style.1.bias': (64,), 'style.2.weight': (64, 64), 'style.2.bias': (64,),
+    'style.1.weight': (64, 64),
+    'style.1.bias': (64,),
+    'style.2.weight': (64, 64),
+    'style.2.bias': (64,),
     'input.input': (1, 512, 4, 4),
-    'conv1.conv.weight': (1, 512, 512, 3, 3), 'conv1.conv.modulation.weight': (512, 64),
-    'conv1.conv.modulation.bias': (512,), 'conv1.noise.weight': (1,), 'conv1.activate.bias': (512,),
-    'to_rgb1.bias': (1, 3, 1, 1), 'to_rgb1.conv.weight': (1, 3, 512, 1, 1),
-    'to_rgb1.conv.modulation.weight': (512, 64), 'to_rgb1.conv.modulation.bias': (512,),
+    'conv1.conv.weight': (1, 512, 512, 3, 3),
+    'conv1.conv.modulation.weight': (512, 64),
+    'conv1.conv.modulation.bias': (512,),
+    'conv1.noise.weight': (1,),
+    'conv1.activate.bias': (512,),
+    'to_rgb1.bias': (1, 3, 1, 1),
+    'to_rgb1.conv.weight': (1, 3, 512, 1, 1),
+    'to_rgb1.conv.modulation.weight': (512, 64),
+    'to_rgb1.conv.modulation.bias': (512,),
     **{f'noises.noise_{i}': (1, 1, r, r) for i, r in enumerate([4, 8, 8, 16, 16, 32, 32])},
 }
 for _i in range(6):
-    ROSINALITY_SHAPES.update({f'convs.{_i}.conv.weight': (1, 512, 512, 3, 3),
-                              f'convs.{_i}.conv.modulation.weight': (512, 64),
-                              f'convs.{_i}.conv.modulation.bias': (512,), f'convs.{_i}.noise.weight': (1,),
-                              f'convs.{_i}.activate.bias': (512,)})
+    ROSINALITY_SHAPES.update(
+        {
+            f'convs.{_i}.conv.weight': (1, 512, 512, 3, 3),
+            f'convs.{_i}.conv.modulation.weight': (512, 64),
+            f'convs.{_i}.conv.modulation.bias': (512,),
+            f'convs.{_i}.noise.weight': (1,),
+            f'convs.{_i}.activate.bias': (512,),
+        }
+    )
     if _i % 2 == 0:
         ROSINALITY_SHAPES[f'convs.{_i}.conv.blur.kernel'] = (4, 4)
 for _i in range(3):
-    ROSINALITY_SHAPES.update({f'to_rgbs.{_i}.bias': (1, 3, 1, 1), f'to_rgbs.{_i}.upsample.kernel': (4, 4),
-                              f'to_rgbs.{_i}.conv.weight': (1, 3, 512, 1, 1),
-                              f'to_rgbs.{_i}.conv.modulation.weight': (512, 64),
-                              f'to_rgbs.{_i}.conv.modulation.bias': (512,)})
+    ROSINALITY_SHAPES.update(
+        {
+            f'to_rgbs.{_i}.bias': (1, 3, 1, 1),
+            f'to_rgbs.{_i}.upsample.kernel': (4, 4),
+            f'to_rgbs.{_i}.conv.weight': (1, 3, 512, 1, 1),
+            f'to_rgbs.{_i}.conv.modulation.weight': (512, 64),
+            f'to_rgbs.{_i}.conv.modulation.bias': (512,),
+        }
+    )
 CONV_WEIGHTS = ['conv1.conv.weight'] + [f'convs.{i}.conv.weight' for i in range(6)]
 
 
@@ -69,6 +87,7 @@ def assert_error(path, *fragments, call=read_checkpoint_file):
 
 # ---- fixtures ------------------------------------------------------------------------------------------------
 
+
 def test_rosinality_g_ema_keys_and_shapes(rosinality):
     assert set(rosinality) == {'g', 'g_ema', 'latent_avg'}
     g_ema = rosinality['g_ema']
@@ -85,8 +104,9 @@ def test_rosinality_shared_storage_views(rosinality):
     for name in CONV_WEIGHTS:  # g's view starts one element later in the same storage
         assert not np.array_equal(g[name], g_ema[name]), name
         np.testing.assert_array_equal(g[name].ravel()[:-1], g_ema[name].ravel()[1:])
-    np.testing.assert_array_equal(g_ema['conv1.conv.weight'].ravel()[7919:],
-                                  g_ema['convs.0.conv.weight'].ravel()[:-7919])
+    np.testing.assert_array_equal(
+        g_ema['conv1.conv.weight'].ravel()[7919:], g_ema['convs.0.conv.weight'].ravel()[:-7919]
+    )
     np.testing.assert_array_equal(g_ema['noises.noise_0'], io_arrays['noise/noise_0'])
     np.testing.assert_array_equal(rosinality['latent_avg'], io_arrays['latent_avg'])
     w = g_ema['conv1.conv.weight']
@@ -121,6 +141,7 @@ def test_read_checkpoint_file_sniffs_content(tmp_path):
 
 # ---- hand-written files --------------------------------------------------------------------------------------
 
+
 def test_legacy_torch_format_views_and_dtypes(g, tmp_path):
     rebuild, float_storage, bf16_storage, long_storage = torch_globals(g)
     floats = Storage(float_storage, '11', np.arange(12, dtype='<f4'))
@@ -134,7 +155,8 @@ def test_legacy_torch_format_views_and_dtypes(g, tmp_path):
         bf16=Tensor(rebuild, bf16, 0, (3,), (1,)),
         scalar=Tensor(rebuild, longs, 1, (), ()),
         in_view=Tensor(rebuild, view, 1, (2,), (2,)),
-        meta={'step': 3, 'names': ['a', 'b']})
+        meta={'step': 3, 'names': ['a', 'b']},
+    )
     path = tmp_path / 'legacy.pt'
     path.write_bytes(legacy_torch_file(g, obj, [floats, bf16, longs], ['11', '22', '33']))
     kind, got = read_checkpoint_file(path)
@@ -165,8 +187,9 @@ def test_zip_untyped_storage_and_rebuild_v3(g, tmp_path):
     values = np.array([0.5, -1.0, 2.0, 65504.0], '<f2')
     data = Storage(untyped, '0', values.view(np.uint8))
     tensor = Tensor(rebuild_v3, data, 1, (3,), (1,), float16)
-    pkl = g.dumps({'h': tensor}, lambda x: ('storage', x.cls, x.key, 'cpu', x.data.size)
-                  if isinstance(x, Storage) else None)
+    pkl = g.dumps(
+        {'h': tensor}, lambda x: ('storage', x.cls, x.key, 'cpu', x.data.size) if isinstance(x, Storage) else None
+    )
     path = tmp_path / 'new.pt'
     with zipfile.ZipFile(path, 'w') as archive:
         archive.writestr('any_name/data.pkl', pkl)
@@ -182,14 +205,36 @@ def test_tf_pickle_names_values_and_no_exec(g, tmp_path, monkeypatch):
     network = g('dnnlib.tflib.network', 'Network', FakeNetwork)
     rng = np.random.default_rng(0)
     const, dense, rgb = (rng.standard_normal(s).astype(np.float32) for s in [(1, 8, 4, 4), (8, 8), (1, 1, 8, 3)])
-    mapping = tf_network(network, 'G_mapping', 'G_mapping', [('Dense0/weight', dense), ('Dense0/bias', np.zeros(8, 'f4'))])
-    synthesis = tf_network(network, 'G_synthesis', 'G_synthesis_stylegan2',
-                           [('4x4/Const/const', const), ('4x4/Conv/noise_strength', np.float32(0.25)),
-                            ('noise0', np.ones((1, 1, 4, 4), 'f4')), ('4x4/ToRGB/weight', rgb)])
-    gs = tf_network(network, 'Gs', 'G_main', [('dlatent_avg', np.full(8, 0.5, 'f4'))],
-                    {'synthesis': synthesis, 'mapping': mapping}, resolution=4, fmap_base=64)
-    d = tf_network(network, 'D', 'D_stylegan2', [('4x4/FromRGB/weight', rgb[:, :, ::-1].copy()),
-                                        ('Output/weight', dense.T.copy())], resolution=4)
+    mapping = tf_network(
+        network, 'G_mapping', 'G_mapping', [('Dense0/weight', dense), ('Dense0/bias', np.zeros(8, 'f4'))]
+    )
+    synthesis = tf_network(
+        network,
+        'G_synthesis',
+        'G_synthesis_stylegan2',
+        [
+            ('4x4/Const/const', const),
+            ('4x4/Conv/noise_strength', np.float32(0.25)),
+            ('noise0', np.ones((1, 1, 4, 4), 'f4')),
+            ('4x4/ToRGB/weight', rgb),
+        ],
+    )
+    gs = tf_network(
+        network,
+        'Gs',
+        'G_main',
+        [('dlatent_avg', np.full(8, 0.5, 'f4'))],
+        {'synthesis': synthesis, 'mapping': mapping},
+        resolution=4,
+        fmap_base=64,
+    )
+    d = tf_network(
+        network,
+        'D',
+        'D_stylegan2',
+        [('4x4/FromRGB/weight', rgb[:, :, ::-1].copy()), ('Output/weight', dense.T.copy())],
+        resolution=4,
+    )
     data = g.dumps((gs, d, gs))
     assert b'c_codecs\nencode' in data and b'cnumpy._core.multiarray' in data
     path = tmp_path / 'network-final.pkl'
@@ -199,8 +244,14 @@ def test_tf_pickle_names_values_and_no_exec(g, tmp_path, monkeypatch):
     net = result['networks']['Gs']
     assert net['class_name'] == 'G_main' and net['init_kwargs'] == {'resolution': 4, 'fmap_base': 64}
     assert list(net['state_dict']) == [
-        'dlatent_avg', 'G_synthesis/4x4/Const/const', 'G_synthesis/4x4/Conv/noise_strength',
-        'G_synthesis/noise0', 'G_synthesis/4x4/ToRGB/weight', 'G_mapping/Dense0/weight', 'G_mapping/Dense0/bias']
+        'dlatent_avg',
+        'G_synthesis/4x4/Const/const',
+        'G_synthesis/4x4/Conv/noise_strength',
+        'G_synthesis/noise0',
+        'G_synthesis/4x4/ToRGB/weight',
+        'G_mapping/Dense0/weight',
+        'G_mapping/Dense0/bias',
+    ]
     np.testing.assert_array_equal(net['state_dict']['G_synthesis/4x4/Const/const'], const)
     np.testing.assert_array_equal(net['state_dict']['G_mapping/Dense0/weight'], dense)
     noise_strength = net['state_dict']['G_synthesis/4x4/Conv/noise_strength']
@@ -217,6 +268,7 @@ def test_plain_pickle_is_not_a_network_pickle(tmp_path):
 
 
 # ---- refusals: files that would run a command under plain pickle.load ------------------------------------------
+
 
 class Run:
     def __init__(self, func, *args):
@@ -266,8 +318,10 @@ def test_refuses_other_format_globals_and_persistent_ids(g, tmp_path):
     assert_error(path, "refuses global 'torch._utils._rebuild_tensor_v2' (not allowed in a nvidia-tf file)")
     path = tmp_path / 'pid.pt'
     with zipfile.ZipFile(path, 'w') as archive:
-        archive.writestr('a/data.pkl', g.dumps([Storage(None, '0', [])], lambda x: ('module', 'os', 'src')
-                                               if isinstance(x, Storage) else None))
+        archive.writestr(
+            'a/data.pkl',
+            g.dumps([Storage(None, '0', [])], lambda x: ('module', 'os', 'src') if isinstance(x, Storage) else None),
+        )
     assert_error(path, 'refuses persistent id')
 
 
@@ -283,12 +337,13 @@ def test_refuses_to_modify_allowed_globals(tmp_path, target):
 
 # ---- corrupt input -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize('source', [ROSINALITY_PT, NVIDIA_PKL], ids=['pt', 'pkl'])
 @pytest.mark.parametrize('fraction', [0.5, 0.001])
 def test_truncated_files(tmp_path, source, fraction):
     data = source.read_bytes()
     path = tmp_path / source.name
-    path.write_bytes(data[:int(len(data) * fraction)])
+    path.write_bytes(data[: int(len(data) * fraction)])
     assert_error(path)
     assert_error(path, call=read_pickle_file if source.suffix == '.pkl' else read_torch_file)
 

@@ -2,15 +2,13 @@
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FIXTURES, close, nchw
 
 from gsd import stylegan2
 from gsd.stylegan2.networks import layer_names
-from conftest import FIXTURES, TOL, close, nchw
-
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,9 +38,13 @@ def test_nvidia_mapping_and_images(fname, nv_io):
     close(g.apply(v, z, method='map'), nv_io['ws_psi1'])
     close(g.apply(v, z, truncation_psi=0.7, method='map'), nv_io['ws_psi0.7'])
     close(g.apply(v, z, truncation_psi=0.5, truncation_cutoff=4, method='map'), nv_io['ws_psi0.5_cutoff4'])
-    for ws_key, img_key, mode in [('ws_psi1', 'img_psi1_const', 'const'), ('ws_psi0.7', 'img_psi0.7_const', 'const'),
-                                  ('ws_psi0.5_cutoff4', 'img_psi0.5_cutoff4_const', 'const'),
-                                  ('ws_psi1', 'img_psi1_none', 'none'), ('wplus', 'img_wplus_const', 'const')]:
+    for ws_key, img_key, mode in [
+        ('ws_psi1', 'img_psi1_const', 'const'),
+        ('ws_psi0.7', 'img_psi0.7_const', 'const'),
+        ('ws_psi0.5_cutoff4', 'img_psi0.5_cutoff4_const', 'const'),
+        ('ws_psi1', 'img_psi1_none', 'none'),
+        ('wplus', 'img_wplus_const', 'const'),
+    ]:
         img = g.apply(v, jnp.asarray(nv_io[ws_key]), noise_mode=mode, method='synthesize')
         close(nchw(img), nv_io[img_key])
     # The full generator in one call (mapping, truncation, synthesis).

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gsd import toy
-from gsd.toy_annotate import dilate, read
+from gsd.toy.annotator import dilate, read
 
 N = 200
 
@@ -23,12 +23,12 @@ def renders():
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur of an (H, W, C) float image, reflecting at the borders."""
     r = int(np.ceil(3 * sigma))
-    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
     k /= k.sum()
     out = np.pad(image, ((r, r), (0, 0), (0, 0)), mode='reflect')
-    out = sum(k[i] * out[i:i + image.shape[0]] for i in range(2 * r + 1))
+    out = sum(k[i] * out[i : i + image.shape[0]] for i in range(2 * r + 1))
     out = np.pad(out, ((0, 0), (r, r), (0, 0)), mode='reflect')
-    return sum(k[i] * out[:, i:i + image.shape[1]] for i in range(2 * r + 1))
+    return sum(k[i] * out[:, i : i + image.shape[1]] for i in range(2 * r + 1))
 
 
 def degrade(image: np.ndarray, rng) -> np.ndarray:
@@ -145,7 +145,7 @@ def test_annotator_reads_clean_renders(renders):
     _, images, masks = renders
     acceptance, accuracy, recall = annotator_scores(images, masks)
     assert acceptance >= 0.97 and accuracy >= 0.93, (acceptance, accuracy)
-    assert recall.min() >= 0.8, recall      # every part, left and right eye included, mostly found
+    assert recall.min() >= 0.8, recall  # every part, left and right eye included, mostly found
 
 
 def test_annotator_tolerates_gan_like_blur_and_colour_noise(renders):
@@ -197,7 +197,7 @@ def test_image_folder_round_trip_and_resume(tmp_path):
         with Image.open(out / 'masks' / f'{i:05d}.png') as m:
             assert m.mode == 'P'
             np.testing.assert_array_equal(np.asarray(m), masks[i])
-            palette = np.array(m.getpalette()[:3 * len(toy.CLASSES)]).reshape(-1, 3)
+            palette = np.array(m.getpalette()[: 3 * len(toy.CLASSES)]).reshape(-1, 3)
         np.testing.assert_array_equal(palette, toy.PALETTE)
     meta = json.loads((out / 'classes.json').read_text())
     assert meta['classes'] == list(toy.CLASSES) and meta['palette'] == toy.PALETTE.tolist()
@@ -209,6 +209,6 @@ def test_image_folder_round_trip_and_resume(tmp_path):
     (out / 'images' / '00002.png').write_bytes((out / 'images' / '00002.png').read_bytes()[:40])
     assert toy.write_image_folder(out, 6, seed=5, size=32) == 3
     np.testing.assert_array_equal(np.asarray(Image.open(out / 'images' / '00002.png')), images[2])
-    assert not list(out.rglob('.*'))       # no temporary files left behind
+    assert not list(out.rglob('.*'))  # no temporary files left behind
     with pytest.raises(ValueError, match='seed'):
         toy.write_image_folder(out, 6, seed=6, size=32)

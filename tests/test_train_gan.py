@@ -9,22 +9,24 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 SMOKE = [sys.executable, '-m', 'gsd.main', '--config=configs/toy_gan.py:smoke']
 
 
 def run_cli(workdir, *extra, timeout=600):
-    proc = subprocess.run(SMOKE + [f'--workdir={workdir}', *extra], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        SMOKE + [f'--workdir={workdir}', *extra], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 def exported_params(workdir):
-    from gsd import stylegan2
     import jax
+
+    from gsd import stylegan2
+
     _, variables = stylegan2.load(workdir / 'generator')
     return jax.tree.map(np.asarray, variables)
 
@@ -49,8 +51,9 @@ def test_kill_and_rerun_resumes_to_the_same_result(tmp_path):
     run_cli(straight, *steps)
 
     killed = tmp_path / 'killed'
-    proc = subprocess.Popen(SMOKE + [f'--workdir={killed}', *steps], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        SMOKE + [f'--workdir={killed}', *steps], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while not (killed / 'checkpoints' / '3').is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -69,18 +72,23 @@ def test_kill_and_rerun_resumes_to_the_same_result(tmp_path):
 
 def test_resume_refuses_a_different_architecture(tmp_path):
     run_cli(tmp_path)
-    proc = subprocess.run(SMOKE + [f'--workdir={tmp_path}', '--config.gan.channel_max=32'], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        SMOKE + [f'--workdir={tmp_path}', '--config.gan.channel_max=32'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and 'different architecture' in proc.stderr
 
 
-MULTI_DEVICE_SCRIPT = r'''
+MULTI_DEVICE_SCRIPT = r"""
 import importlib.util, json, sys
 import jax, numpy as np
 spec = importlib.util.spec_from_file_location('c', 'configs/toy_gan.py')
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 cfg = m.get_config('smoke').gan
-from gsd.train_gan import GANTrainer
+from gsd.pipeline.train_gan import GANTrainer
 t = GANTrainer(cfg)
 assert t.mesh.size == int(sys.argv[1]), t.mesh
 state = t.init_state(0)
@@ -94,7 +102,7 @@ for i in range(3):
     out.append({k: float(v) for k, v in {**m1, **m2, **m3}.items() if k != 'finite'})
 w = np.asarray(state.g_params['synthesis']['b16']['conv1']['weight'])
 print(json.dumps({'metrics': out, 'w_sum': float(np.abs(w).sum()), 'w0': w.reshape(-1)[:8].tolist()}))
-'''
+"""
 
 
 @pytest.mark.parametrize('devices', [8])
@@ -102,8 +110,14 @@ def test_same_losses_on_one_and_many_devices(devices):
     results = {}
     for n in (1, devices):
         env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
-        proc = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT, str(n)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, '-c', MULTI_DEVICE_SCRIPT, str(n)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[n] = json.loads(proc.stdout.strip().splitlines()[-1])
     one, many = results[1], results[devices]

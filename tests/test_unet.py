@@ -1,4 +1,4 @@
-"""gsd.unet: any-size output, overfitting one image, 1 vs 8 devices, soft vs integer targets, Plateau."""
+"""gsd.nn.unet: any-size output, overfitting one image, 1 vs 8 devices, soft vs integer targets, Plateau."""
 
 import os
 import subprocess
@@ -7,9 +7,9 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import REPO
-from gsd import unet
+
+from gsd.nn import unet
 
 # conv_impl 'xla' and rbg keys: both compile several times faster on XLA:CPU (the CPU default,
 # im2col, only pays off inside the training scans, which these tests barely run).
@@ -29,8 +29,9 @@ def _toy_image(size=32):
     lab = np.zeros((size, size), np.int32)
     lab[(yy - 10) ** 2 + (xx - 11) ** 2 < 36] = 1
     lab[20:28, 16:27] = 2
-    img = np.stack([np.array([90, 120, 60], np.uint8), np.array([240, 220, 200], np.uint8),
-                    np.array([20, 40, 160], np.uint8)])[lab]
+    img = np.stack(
+        [np.array([90, 120, 60], np.uint8), np.array([240, 220, 200], np.uint8), np.array([20, 40, 160], np.uint8)]
+    )[lab]
     return img, lab
 
 
@@ -47,8 +48,19 @@ def test_any_size_output(tiny):
 def test_overfits_one_image():
     img, lab = _toy_image()
     small = dict(TINY, base_width=8, norm_groups=4)
-    params = unet.train_simple(img[None], lab[None], num_classes=3, steps=200, batch_size=1, seed=0, augment=False,
-                               chunk=200, lr=3e-3, rng_impl='rbg', **small)
+    params = unet.train_simple(
+        img[None],
+        lab[None],
+        num_classes=3,
+        steps=200,
+        batch_size=1,
+        seed=0,
+        augment=False,
+        chunk=200,
+        lr=3e-3,
+        rng_impl='rbg',
+        **small,
+    )
     pred = unet.predict(unet.UNet(3, **small), params, img, output='labels')
     assert (pred == lab).mean() > 0.95
 
@@ -84,13 +96,14 @@ def test_plateau():
     assert [q.update(s) for s in (2.0, 1.0, 1.5)] == pytest.approx([1, 1, 0.1])
 
 
-MULTI_DEVICE_SCRIPT = r'''
+MULTI_DEVICE_SCRIPT = r"""
 import functools, sys
 import jax
 jax.config.update('jax_num_cpu_devices', 8)
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from gsd import augment, unet
+from gsd import augment
+from gsd.nn import unet
 
 assert jax.device_count() == 8, jax.devices()
 model = unet.UNet(3, base_width=4, depth=1, norm_groups=2, conv_impl='xla')   # depth 1: half the compile
@@ -112,12 +125,13 @@ assert abs(l1 - l8) < 1e-5, (l1, l8)
 err = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p8)))
 assert err < 1e-5, err
 print('ok', l1, l8, err)
-'''
+"""
 
 
 def test_one_vs_eight_devices_same_step():
     env = dict(os.environ, JAX_PLATFORMS='cpu')
-    proc = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, '-c', MULTI_DEVICE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith('ok')

@@ -76,6 +76,7 @@ class Globals:
 
 # ---- torch ---------------------------------------------------------------------------------------------------
 
+
 class Storage:
     """A torch storage: pickled as the persistent id ('storage', cls, key, 'cpu', numel[, view])."""
 
@@ -107,13 +108,18 @@ def _zip_persistent_id(x):
 
 def legacy_torch_file(g: Globals, obj, storages, storage_ids) -> bytes:
     """A pre-1.6 torch.save stream around `obj`, whose Storage objects become persistent ids."""
+
     def persistent_id(x):
         if isinstance(x, Storage):
             return ('storage', x.cls, x.key, 'cpu', x.data.size, x.view)
         return None
+
     out = io.BytesIO()
-    for header in (LEGACY_MAGIC, 1001, {'protocol_version': 1001, 'little_endian': True,
-                                       'type_sizes': {'short': 2, 'int': 4, 'long': 4}}):
+    for header in (
+        LEGACY_MAGIC,
+        1001,
+        {'protocol_version': 1001, 'little_endian': True, 'type_sizes': {'short': 2, 'int': 4, 'long': 4}},
+    ):
         pickle.dump(header, out, protocol=2)
     out.write(g.dumps(obj, persistent_id))
     pickle.dump(storage_ids, out, protocol=2)
@@ -174,6 +180,7 @@ def write_torch_zip(path, obj, archive_name: str = 'archive'):
 
 # ---- TensorFlow (dnnlib.tflib.network.Network) ----------------------------------------------------------------
 
+
 class FakeNetwork:
     """Stands in for dnnlib.tflib.network.Network: pickled through its __getstate__ dict."""
 
@@ -190,13 +197,23 @@ class FakeNetwork:
 def tf_network(cls, name, func, variables, components=None, build_module_src=EVIL_MODULE_SRC, **kwargs):
     """A Network's pickled state (dnnlib/tflib/network.py __getstate__, version 4); `variables` is a list of
     (name relative to the network's scope, value)."""
-    return cls({'version': 4, 'name': name, 'static_kwargs': kwargs, 'components': components or {},
-                'build_module_src': build_module_src, 'build_func_name': func, 'variables': variables})
+    return cls(
+        {
+            'version': 4,
+            'name': name,
+            'static_kwargs': kwargs,
+            'components': components or {},
+            'build_module_src': build_module_src,
+            'build_func_name': func,
+            'variables': variables,
+        }
+    )
 
 
 @dataclasses.dataclass
 class TFNet:
     """One Network: own variables (relative names), components {key: TFNet} (named by their own `name`)."""
+
     name: str
     build_func_name: str
     variables: Mapping[str, Any]
@@ -212,9 +229,11 @@ def tf_net_from_vars(name: str, flat: Mapping[str, Any], **static_kwargs) -> TFN
     anything else is a 'D_stylegan2' network owning all its variables.
     """
     components = {}
-    for key, comp, func in (('mapping', 'G_mapping', 'G_mapping'),
-                            ('synthesis', 'G_synthesis', 'G_synthesis_stylegan2')):
-        own = {k[len(comp) + 1:]: v for k, v in flat.items() if k.startswith(comp + '/')}
+    for key, comp, func in (
+        ('mapping', 'G_mapping', 'G_mapping'),
+        ('synthesis', 'G_synthesis', 'G_synthesis_stylegan2'),
+    ):
+        own = {k[len(comp) + 1 :]: v for k, v in flat.items() if k.startswith(comp + '/')}
         if own:
             components[key] = TFNet(comp, func, own)
     own = {k: v for k, v in flat.items() if k.split('/')[0] not in ('G_mapping', 'G_synthesis')}
@@ -222,8 +241,9 @@ def tf_net_from_vars(name: str, flat: Mapping[str, Any], **static_kwargs) -> TFN
     return TFNet(name, func, own, components, static_kwargs)
 
 
-def tf_pickle_bytes(networks: Mapping[str, Any], protocol: int = 4, numpy1: bool = True,
-                    build_module_src: str = EVIL_MODULE_SRC) -> bytes:
+def tf_pickle_bytes(
+    networks: Mapping[str, Any], protocol: int = 4, numpy1: bool = True, build_module_src: str = EVIL_MODULE_SRC
+) -> bytes:
     """The pickle of the tuple (G, D, Gs) (or a single network when `networks` has one entry).
 
     `networks` maps 'G', 'D', 'Gs' to a TFNet or to a flat ``Network.vars``-style dict (split with
@@ -236,16 +256,24 @@ def tf_pickle_bytes(networks: Mapping[str, Any], protocol: int = 4, numpy1: bool
     def build(net: TFNet):
         comps = {k: build(c) for k, c in net.components.items()}
         variables = [(k, np.asarray(v)) for k, v in net.variables.items()]
-        return tf_network(network_cls, net.name, net.build_func_name, variables, comps,
-                          build_module_src=build_module_src, **net.static_kwargs)
+        return tf_network(
+            network_cls,
+            net.name,
+            net.build_func_name,
+            variables,
+            comps,
+            build_module_src=build_module_src,
+            **net.static_kwargs,
+        )
 
     nets = []
     for key in [k for k in ('G', 'D', 'Gs') if k in networks] + [k for k in networks if k not in ('G', 'D', 'Gs')]:
         spec = networks[key]
         nets.append(build(spec if isinstance(spec, TFNet) else tf_net_from_vars(key, spec)))
     renames = {'numpy._core.multiarray': 'numpy.core.multiarray', 'numpy._core.numeric': 'numpy.core.numeric'}
-    return g.dumps(nets[0] if len(nets) == 1 else tuple(nets), protocol=protocol,
-                   module_renames=renames if numpy1 else None)
+    return g.dumps(
+        nets[0] if len(nets) == 1 else tuple(nets), protocol=protocol, module_renames=renames if numpy1 else None
+    )
 
 
 def write_tf_pickle(path, networks: Mapping[str, Any], **kwargs):

@@ -7,8 +7,8 @@ Each (resolution, mode) runs in its own subprocess so its peak RSS (ru_maxrss) i
 builds a config-f StyleGAN2 at that resolution with random weights, captures every synthesis conv
 from 8 px to full resolution for `--shots` images (the authors' layer set) one image at a time into
 buffers allocated once (`FeatureExtractor.stored_activations`), stored in `--dtype` (default
-bfloat16: half the memory; the head widens them and computes in float32, see gsd.heads), and trains
-the paper's CNN head with `gsd.heads.train_heads` (one image per step) for `--steps` steps, twice:
+bfloat16: half the memory; the head widens them and computes in float32, see gsd.nn.heads), and trains
+the paper's CNN head with `gsd.nn.heads.train_heads` (one image per step) for `--steps` steps, twice:
 the first call compiles, the second is timed. The peak RSS is reported after the features and at the
 end (features + the training program's compile and run). Modes:
   fused  - the head's first layer runs per layer at the layer's own resolution (gsd's default);
@@ -33,7 +33,9 @@ def child(res: int, mode: str, shots: int, steps: int, dtype: str) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from gsd import features, heads
+
+    from gsd import features
+    from gsd.nn import heads
     from gsd.stylegan2 import Generator, channels_nvidia
 
     g = Generator(res, channels_nvidia(res), z_dim=512, w_dim=512, n_mlp=8)
@@ -46,7 +48,7 @@ def child(res: int, mode: str, shots: int, steps: int, dtype: str) -> dict:
     acts = ext.stored_activations(variables, ws, batch_size=1, dtype=dtype)
     jax.block_until_ready(acts)
     t_features = time.perf_counter() - t0
-    rss_features = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    rss_features = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     labels = jnp.asarray(np.random.RandomState(0).randint(0, 10, (shots, res, res)), jnp.int32)
     if mode == 'naive':
         data = ext.layout.concat(acts, jnp.float32)
@@ -66,24 +68,34 @@ def child(res: int, mode: str, shots: int, steps: int, dtype: str) -> dict:
     run()
     t_run = time.perf_counter() - t0
     step = t_run / (epochs * shots)
-    return {'resolution': res, 'mode': mode, 'shots': shots, 'channels': ext.channels, 'steps': epochs * shots,
-            'features_seconds': round(t_features, 2), 'compile_and_first_seconds': round(t_first, 2),
-            'seconds_per_step': round(step, 4), 'paper_schedule_hours': round(step * 1000 * shots / 3600, 2),
-            'dtype': dtype, 'peak_rss_features_gb': round(rss_features, 3),
-            'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
-            'device': str(jax.devices()[0])}
+    return {
+        'resolution': res,
+        'mode': mode,
+        'shots': shots,
+        'channels': ext.channels,
+        'steps': epochs * shots,
+        'features_seconds': round(t_features, 2),
+        'compile_and_first_seconds': round(t_first, 2),
+        'seconds_per_step': round(step, 4),
+        'paper_schedule_hours': round(step * 1000 * shots / 3600, 2),
+        'dtype': dtype,
+        'peak_rss_features_gb': round(rss_features, 3),
+        'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        'device': str(jax.devices()[0]),
+    }
 
 
 def machine_ram_gb() -> float:
-    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
 
 
 def feature_gb(res: int, shots: int) -> float:
     from gsd import features
     from gsd.stylegan2 import block_resolutions, channels_nvidia
+
     per_block = dict(zip(block_resolutions(res), channels_nvidia(res)))
     c = sum(per_block[features.layer_resolution(n)] for n in features.select_layers(res))
-    return shots * res * res * c * 4 / 2 ** 30
+    return shots * res * res * c * 4 / 2**30
 
 
 def main():
@@ -92,39 +104,66 @@ def main():
     ap.add_argument('--modes', nargs='+', default=['fused', 'naive'], choices=['fused', 'naive'])
     ap.add_argument('--shots', type=int, default=10)
     ap.add_argument('--steps', type=int, default=10, help='timed head-training steps (one image each)')
-    ap.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float32'],
-                    help='storage dtype of the captured activations (the head computes in float32 either way)')
+    ap.add_argument(
+        '--dtype',
+        default='bfloat16',
+        choices=['bfloat16', 'float32'],
+        help='storage dtype of the captured activations (the head computes in float32 either way)',
+    )
     ap.add_argument('--child', nargs=2, metavar=('RES', 'MODE'), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.shots, args.steps, args.dtype)))
         return
-    from gsd.benchmarking import measure_peak
+    from benchlib import measure_peak
+
     peak = measure_peak()
     ram = machine_ram_gb()
-    print(f'machine: {ram:.1f} GB RAM; peak matmul {peak["matmul_gflops"]:.0f} GFLOP/s, '
-          f'3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s')
+    print(
+        f'machine: {ram:.1f} GB RAM; peak matmul {peak["matmul_gflops"]:.0f} GFLOP/s, '
+        f'3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s'
+    )
     results = []
     for res in args.res:
         for mode in args.modes:
             need = feature_gb(res, args.shots)
             if mode == 'naive' and need > ram / 2:
-                r = {'resolution': res, 'mode': mode, 'not_run': f'the concatenated map alone is {need:.1f} GB '
-                                                                f'(float32) on a {ram:.0f} GB machine'}
+                r = {
+                    'resolution': res,
+                    'mode': mode,
+                    'not_run': f'the concatenated map alone is {need:.1f} GB (float32) on a {ram:.0f} GB machine',
+                }
                 print(f'{res} px {mode}: not run: {r["not_run"]}')
                 results.append(r)
                 continue
-            proc = subprocess.run([sys.executable, __file__, '--child', str(res), mode, '--shots', str(args.shots),
-                                   '--steps', str(args.steps), '--dtype', args.dtype], capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    '--child',
+                    str(res),
+                    mode,
+                    '--shots',
+                    str(args.shots),
+                    '--steps',
+                    str(args.steps),
+                    '--dtype',
+                    args.dtype,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 r = {'resolution': res, 'mode': mode, 'failed': proc.stderr.strip().splitlines()[-1:]}
             else:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f'{res} px {mode}: {r["channels"]} channels ({r["dtype"]}), peak RSS {r["peak_rss_gb"]:.2f} GB '
-                      f'({r["peak_rss_features_gb"]:.2f} GB after the features), '
-                      f'{r["seconds_per_step"]:.3f} s/step ({r["paper_schedule_hours"]} h for the paper\'s 1000 '
-                      f'epochs of {args.shots} shots), features {r["features_seconds"]} s, '
-                      f'first call {r["compile_and_first_seconds"]} s')
+                print(
+                    f'{res} px {mode}: {r["channels"]} channels ({r["dtype"]}), peak RSS {r["peak_rss_gb"]:.2f} GB '
+                    f'({r["peak_rss_features_gb"]:.2f} GB after the features), '
+                    f"{r['seconds_per_step']:.3f} s/step ({r['paper_schedule_hours']} h for the paper's 1000 "
+                    f'epochs of {args.shots} shots), features {r["features_seconds"]} s, '
+                    f'first call {r["compile_and_first_seconds"]} s'
+                )
             results.append(r)
     print(json.dumps({'peak': peak, 'ram_gb': round(ram, 1), 'results': results}))
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+
 import jax
 import jax.numpy as jnp
-import numpy as np
+from benchlib import best_time, measure_peak, synthesis_gmac
 
-from gsd.benchmarking import best_time, measure_peak, synthesis_gmac
 from gsd.stylegan2.networks import Generator, channels_nvidia, noise_layer_names
 
 
@@ -38,10 +38,10 @@ def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:
     target = forward(variables, ws) * 0.5
     noise = {}
     for name in noise_layer_names(resolution):
-        r = int(name.split('.')[0][1:])          # 'b64.conv0' -> 64
+        r = int(name.split('.')[0][1:])  # 'b64.conv0' -> 64
         noise[name] = jax.random.normal(jax.random.fold_in(key, r), (batch, r, r))
 
-    g_grad = g.clone(fused_modconv=False)   # what projection uses: no gradient through conv kernels
+    g_grad = g.clone(fused_modconv=False)  # what projection uses: no gradient through conv kernels
 
     def loss(ws, noise, v, target):
         img = g_grad.apply(v, ws, noise=noise, method='synthesize')
@@ -52,15 +52,25 @@ def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:
     compiles_grad = grad._cache_size()
 
     gflop = 2 * synthesis_gmac(resolution, g.channels) * batch
-    out = {'resolution': resolution, 'batch': batch, 'forward_s': t_fwd, 'images_per_s': batch / t_fwd,
-           'forward_gflops': gflop / t_fwd, 'forward_pct_of_conv_peak': 100 * gflop / t_fwd / peak['conv3x3_gflops'],
-           'grad_s': t_grad, 'grad_over_forward': t_grad / t_fwd,
-           'compiles_forward': compiles_fwd, 'compiles_grad': compiles_grad}
-    print(f"{resolution:5d} px batch {batch}: {out['images_per_s']:.2f} img/s "
-          f"({t_fwd * 1e3:.0f} ms/call, {out['forward_gflops']:.0f} GFLOP/s = "
-          f"{out['forward_pct_of_conv_peak']:.0f}% of conv peak); grad w.r.t. w+ and noise "
-          f"{t_grad * 1e3:.0f} ms = {out['grad_over_forward']:.2f}x forward; compiles {compiles_fwd}/{compiles_grad}",
-          flush=True)
+    out = {
+        'resolution': resolution,
+        'batch': batch,
+        'forward_s': t_fwd,
+        'images_per_s': batch / t_fwd,
+        'forward_gflops': gflop / t_fwd,
+        'forward_pct_of_conv_peak': 100 * gflop / t_fwd / peak['conv3x3_gflops'],
+        'grad_s': t_grad,
+        'grad_over_forward': t_grad / t_fwd,
+        'compiles_forward': compiles_fwd,
+        'compiles_grad': compiles_grad,
+    }
+    print(
+        f'{resolution:5d} px batch {batch}: {out["images_per_s"]:.2f} img/s '
+        f'({t_fwd * 1e3:.0f} ms/call, {out["forward_gflops"]:.0f} GFLOP/s = '
+        f'{out["forward_pct_of_conv_peak"]:.0f}% of conv peak); grad w.r.t. w+ and noise '
+        f'{t_grad * 1e3:.0f} ms = {out["grad_over_forward"]:.2f}x forward; compiles {compiles_fwd}/{compiles_grad}',
+        flush=True,
+    )
     return out
 
 
@@ -71,14 +81,28 @@ def main():
     ap.add_argument('--repeats', type=int, default=5)
     args = ap.parse_args()
     dev = jax.devices()[0]
-    print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, host {platform.processor() or platform.machine()}')
+    print(
+        f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, host {platform.processor() or platform.machine()}'
+    )
     peak = measure_peak(args.repeats)
-    print(f"peak: matmul {peak['matmul_gflops']:.0f} GFLOP/s, 3x3 conv {peak['conv3x3_gflops']:.0f} GFLOP/s")
+    print(f'peak: matmul {peak["matmul_gflops"]:.0f} GFLOP/s, 3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s')
     results = [bench_config(r, b, args.repeats, peak) for r in args.res for b in args.batch]
     peak_after = measure_peak(args.repeats)
-    print(f"peak again after the runs: matmul {peak_after['matmul_gflops']:.0f}, conv {peak_after['conv3x3_gflops']:.0f} GFLOP/s")
-    print(json.dumps({'bench': 'generator', 'device': f'{dev.platform}:{dev.device_kind}',
-                      'jax': jax.__version__, 'peak': peak, 'peak_after': peak_after, 'results': results}))
+    print(
+        f'peak again after the runs: matmul {peak_after["matmul_gflops"]:.0f}, conv {peak_after["conv3x3_gflops"]:.0f} GFLOP/s'
+    )
+    print(
+        json.dumps(
+            {
+                'bench': 'generator',
+                'device': f'{dev.platform}:{dev.device_kind}',
+                'jax': jax.__version__,
+                'peak': peak,
+                'peak_after': peak_after,
+                'results': results,
+            }
+        )
+    )
 
 
 if __name__ == '__main__':

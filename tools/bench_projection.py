@@ -24,10 +24,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from benchlib import best_time, measure_peak, synthesis_gmac
 
 from gsd import projection
-from gsd.benchmarking import best_time, measure_peak, synthesis_gmac
-from gsd.images import to_uint8
+from gsd.io.images import to_uint8
 from gsd.stylegan2.networks import Generator, channels_nvidia
 
 VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -61,17 +61,27 @@ def bench_batch(G, variables, batch: int, args, perceptual, peak: dict) -> dict:
         return r.ws
 
     traces = projection.trace_count()
-    run_s = best_time(call, repeats=args.repeats)      # its warm-up call is the first, compiling one
+    run_s = best_time(call, repeats=args.repeats)  # its warm-up call is the first, compiling one
     compile_s = max(calls[0] - run_s, 0.0)
     gflop = 3 * 2 * synthesis_gmac(G.resolution, G.channels) * batch * args.steps
-    out = {'batch': batch, 'first_call_s': calls[0], 'compile_s': compile_s, 'run_s': run_s,
-           's_per_image': run_s / batch, 'ms_per_step': 1e3 * run_s / args.steps,
-           'synthesis_gflops': gflop / run_s, 'pct_of_conv_peak': 100 * gflop / run_s / peak['conv3x3_gflops'],
-           'traces': projection.trace_count() - traces}
-    print(f"batch {batch}: compile {compile_s:.1f} s, run {run_s:.2f} s for {args.steps} steps = "
-          f"{out['s_per_image']:.3f} s/image ({out['ms_per_step']:.1f} ms/step, "
-          f"{out['synthesis_gflops']:.0f} synthesis GFLOP/s = {out['pct_of_conv_peak']:.0f}% of conv peak); "
-          f"traces {out['traces']}", flush=True)
+    out = {
+        'batch': batch,
+        'first_call_s': calls[0],
+        'compile_s': compile_s,
+        'run_s': run_s,
+        's_per_image': run_s / batch,
+        'ms_per_step': 1e3 * run_s / args.steps,
+        'synthesis_gflops': gflop / run_s,
+        'pct_of_conv_peak': 100 * gflop / run_s / peak['conv3x3_gflops'],
+        'traces': projection.trace_count() - traces,
+    }
+    print(
+        f'batch {batch}: compile {compile_s:.1f} s, run {run_s:.2f} s for {args.steps} steps = '
+        f'{out["s_per_image"]:.3f} s/image ({out["ms_per_step"]:.1f} ms/step, '
+        f'{out["synthesis_gflops"]:.0f} synthesis GFLOP/s = {out["pct_of_conv_peak"]:.0f}% of conv peak); '
+        f'traces {out["traces"]}',
+        flush=True,
+    )
     return out
 
 
@@ -93,23 +103,37 @@ def main():
     args = ap.parse_args()
 
     dev = jax.devices()[0]
-    print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, '
-          f'host {platform.processor() or platform.machine()}')
+    print(
+        f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, '
+        f'host {platform.processor() or platform.machine()}'
+    )
     peak = measure_peak(3)
-    print(f"peak: matmul {peak['matmul_gflops']:.0f} GFLOP/s, 3x3 conv {peak['conv3x3_gflops']:.0f} GFLOP/s")
+    print(f'peak: matmul {peak["matmul_gflops"]:.0f} GFLOP/s, 3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s')
     channels = channels_nvidia(args.res, args.channel_base, args.channel_max)
     G = Generator(args.res, channels, z_dim=args.z_dim, w_dim=args.w_dim, n_mlp=args.n_mlp)
     variables = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, args.z_dim)))
     if args.loss == 'lpips':
-        perceptual = (projection.LPIPS.from_files(args.vgg16, args.lpips_weights) if args.vgg16
-                      else random_lpips())
+        perceptual = projection.LPIPS.from_files(args.vgg16, args.lpips_weights) if args.vgg16 else random_lpips()
     else:
         perceptual = projection.PixelPyramidLoss()
-    print(f'generator: {args.res} px, channels {channels}, z/w {args.z_dim}/{args.w_dim}, n_mlp {args.n_mlp}; '
-          f'space {args.space}, loss {args.loss}, {args.steps} steps')
+    print(
+        f'generator: {args.res} px, channels {channels}, z/w {args.z_dim}/{args.w_dim}, n_mlp {args.n_mlp}; '
+        f'space {args.space}, loss {args.loss}, {args.steps} steps'
+    )
     results = [bench_batch(G, variables, b, args, perceptual, peak) for b in args.batch]
-    print(json.dumps({'bench': 'projection', 'device': f'{dev.platform}:{dev.device_kind}', 'jax': jax.__version__,
-                      'config': vars(args), 'channels': list(channels), 'peak': peak, 'results': results}))
+    print(
+        json.dumps(
+            {
+                'bench': 'projection',
+                'device': f'{dev.platform}:{dev.device_kind}',
+                'jax': jax.__version__,
+                'config': vars(args),
+                'channels': list(channels),
+                'peak': peak,
+                'results': results,
+            }
+        )
+    )
 
 
 if __name__ == '__main__':

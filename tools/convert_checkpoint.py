@@ -29,8 +29,9 @@ def convert(src, out_dir, which=NETWORK_NAMES, crop_rows=None):
         if kind == 'G' and crop_rows is not None:
             arch = dict(arch, crop_rows=tuple(crop_rows))
         networks[name] = (build(kind, arch), variables)
-    provenance = dict(provenance, converted_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                      converter='tools/convert_checkpoint.py')
+    provenance = dict(
+        provenance, converted_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), converter='tools/convert_checkpoint.py'
+    )
     return stylegan2.save(out_dir, networks, provenance), chosen
 
 
@@ -39,8 +40,13 @@ def main(argv=None):
     ap.add_argument('src')
     ap.add_argument('out_dir')
     ap.add_argument('--which', nargs='+', default=list(NETWORK_NAMES), choices=NETWORK_NAMES)
-    ap.add_argument('--crop-rows', type=int, nargs=2, default=None,
-                    help='crop generator output rows, e.g. 64 448 for the 512x384 car models')
+    ap.add_argument(
+        '--crop-rows',
+        type=int,
+        nargs=2,
+        default=None,
+        help='crop generator output rows, e.g. 64 448 for the 512x384 car models',
+    )
     args = ap.parse_args(argv)
     try:
         out, chosen = convert(args.src, args.out_dir, args.which, args.crop_rows)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-MAX_BYTES = 25 * 2 ** 20
+MAX_BYTES = 25 * 2**20
 
 
 def directory_bytes(path: pathlib.Path) -> int:
@@ -32,13 +32,13 @@ def main():
     ap.add_argument('--psi', type=float, default=0.7)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from gsd import images as image_io
     from gsd import stylegan2, toy
+    from gsd.io import images as image_io
 
-    stylegan2.load(args.generator)           # refuses anything that is not a readable generator
+    stylegan2.load(args.generator)  # refuses anything that is not a readable generator
     size = directory_bytes(args.generator)
     if size > MAX_BYTES:
-        raise SystemExit(f'{args.generator}: {size / 2 ** 20:.1f} MB, over the 25 MB the package may ship')
+        raise SystemExit(f'{args.generator}: {size / 2**20:.1f} MB, over the 25 MB the package may ship')
     dest = toy.PRETRAINED_DIR
     tmp = dest.with_name(dest.name + '.new')
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,7 +55,7 @@ def main():
     left, right = image_io.grid(fake, cols=8), image_io.grid(real, cols=8)
     gap = np.full((left.shape[0], 12, 3), 255, np.uint8)
     figure = image_io.write_png(REPO / 'docs' / 'toy_samples.png', np.concatenate([left, gap, right], axis=1))
-    print(f'shipped {dest} ({size / 2 ** 20:.2f} MB); figure {figure} (left: generated, psi {args.psi}; right: real)')
+    print(f'shipped {dest} ({size / 2**20:.2f} MB); figure {figure} (left: generated, psi {args.psi}; right: real)')
 
 
 if __name__ == '__main__':

@@ -84,9 +84,12 @@ def detect_naming(state: dict) -> str:
     """'rosinality-G', 'rosinality-D', 'nvidia-G', 'nvidia-D', 'tf-G' or 'tf-D' from the names."""
     keys = set(state)
     checks = [
-        ('rosinality-G', 'input.input'), ('rosinality-D', 'final_linear.1.weight'),
-        ('nvidia-G', 'synthesis.b4.const'), ('nvidia-D', 'b4.out.weight'),
-        ('tf-G', 'G_synthesis/4x4/Const/const'), ('tf-D', 'Output/weight'),
+        ('rosinality-G', 'input.input'),
+        ('rosinality-D', 'final_linear.1.weight'),
+        ('nvidia-G', 'synthesis.b4.const'),
+        ('nvidia-D', 'b4.out.weight'),
+        ('tf-G', 'G_synthesis/4x4/Const/const'),
+        ('tf-D', 'Output/weight'),
     ]
     for name, key in checks:
         if key in keys:
@@ -98,21 +101,27 @@ def detect_naming(state: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Generators. Each returns params/buffers in gsd's tree from a per-layer accessor.
 
+
 def _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul):
-    params = {'mapping': {f'fc{i}': {'weight': w, 'bias': b} for i, (w, b) in enumerate(mapping)},
-              'synthesis': {}}
+    params = {'mapping': {f'fc{i}': {'weight': w, 'bias': b} for i, (w, b) in enumerate(mapping)}, 'synthesis': {}}
     buffers = {'mapping': {'w_avg': w_avg}, 'synthesis': {}}
     for r in block_resolutions(resolution):
         bp, bb = {}, {}
         if r == 4:
             bp['const'] = const
-        for conv in (['conv1'] if r == 4 else ['conv0', 'conv1']):
+        for conv in ['conv1'] if r == 4 else ['conv0', 'conv1']:
             p, noise = layer(r, conv)
             bp[conv], bb[conv] = p, {'noise_const': noise}
         bp['torgb'] = torgb(r)
         params['synthesis'][f'b{r}'], buffers['synthesis'][f'b{r}'] = bp, bb
-    arch = dict(resolution=resolution, channels=tuple(int(c) for c in channels), z_dim=int(z_dim),
-                w_dim=int(w_dim), n_mlp=len(mapping), mapping_lr_mul=float(lr_mul))
+    arch = dict(
+        resolution=resolution,
+        channels=tuple(int(c) for c in channels),
+        z_dim=int(z_dim),
+        w_dim=int(w_dim),
+        n_mlp=len(mapping),
+        mapping_lr_mul=float(lr_mul),
+    )
     return arch, {'params': params, 'buffers': buffers}
 
 
@@ -122,13 +131,14 @@ def import_rosinality_generator(state: dict, latent_avg=None, lr_mul: float = 0.
     n_mlp = max(s.count(r'style\.(\d+)\.weight'), s.count(r'style\.(\d+)\.bias'))
     w_dim, z_dim = s['style.1.weight'].shape
     n_rgbs = s.count(r'to_rgbs\.(\d+)\.conv\.weight')
-    resolution = 4 * 2 ** n_rgbs
+    resolution = 4 * 2**n_rgbs
     res = block_resolutions(resolution)
-    channels = [s['conv1.conv.weight'].shape[1]] + [s[f'convs.{2 * k}.conv.weight'].shape[1]
-                                                    for k in range(n_rgbs)]
+    channels = [s['conv1.conv.weight'].shape[1]] + [s[f'convs.{2 * k}.conv.weight'].shape[1] for k in range(n_rgbs)]
     ch = dict(zip(res, channels))
-    mapping = [(_dense(s.expect(f'style.{i}.weight', (w_dim, z_dim if i == 1 else w_dim))),
-                _f32(s[f'style.{i}.bias'])) for i in range(1, n_mlp + 1)]
+    mapping = [
+        (_dense(s.expect(f'style.{i}.weight', (w_dim, z_dim if i == 1 else w_dim))), _f32(s[f'style.{i}.bias']))
+        for i in range(1, n_mlp + 1)
+    ]
     const = _f32(s.expect('input.input', (1, ch[4], 4, 4))[0]).transpose(1, 2, 0)
 
     def prefix(r, conv):
@@ -142,19 +152,29 @@ def import_rosinality_generator(state: dict, latent_avg=None, lr_mul: float = 0.
         p, noise_idx = prefix(r, conv)
         cin = ch[r] if (conv == 'conv1' or r == 4) else ch[r // 2]
         weight = s.expect(f'{p}.conv.weight', (1, ch[r], cin, 3, 3))[0]
-        return ({'weight': _conv(weight),
-                 'affine': {'weight': _dense(s.expect(f'{p}.conv.modulation.weight', (cin, w_dim))),
-                            'bias': _f32(s[f'{p}.conv.modulation.bias'])},
-                 'noise_strength': s.scalar(f'{p}.noise.weight'),
-                 'bias': _f32(s.expect(f'{p}.activate.bias', (ch[r],)))},
-                _f32(s.expect(f'noises.noise_{noise_idx}', (1, 1, r, r))[0, 0]))
+        return (
+            {
+                'weight': _conv(weight),
+                'affine': {
+                    'weight': _dense(s.expect(f'{p}.conv.modulation.weight', (cin, w_dim))),
+                    'bias': _f32(s[f'{p}.conv.modulation.bias']),
+                },
+                'noise_strength': s.scalar(f'{p}.noise.weight'),
+                'bias': _f32(s.expect(f'{p}.activate.bias', (ch[r],))),
+            },
+            _f32(s.expect(f'noises.noise_{noise_idx}', (1, 1, r, r))[0, 0]),
+        )
 
     def torgb(r):
         p = 'to_rgb1' if r == 4 else f'to_rgbs.{res.index(r) - 1}'
-        return {'weight': _f32(s.expect(f'{p}.conv.weight', (1, 3, ch[r], 1, 1))[0, :, :, 0, 0]).T,
-                'affine': {'weight': _dense(s.expect(f'{p}.conv.modulation.weight', (ch[r], w_dim))),
-                           'bias': _f32(s[f'{p}.conv.modulation.bias'])},
-                'bias': _f32(s.expect(f'{p}.bias', (1, 3, 1, 1)).reshape(3))}
+        return {
+            'weight': _f32(s.expect(f'{p}.conv.weight', (1, 3, ch[r], 1, 1))[0, :, :, 0, 0]).T,
+            'affine': {
+                'weight': _dense(s.expect(f'{p}.conv.modulation.weight', (ch[r], w_dim))),
+                'bias': _f32(s[f'{p}.conv.modulation.bias']),
+            },
+            'bias': _f32(s.expect(f'{p}.bias', (1, 3, 1, 1)).reshape(3)),
+        }
 
     w_avg = None if latent_avg is None else _f32(latent_avg).reshape(w_dim)
     return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
@@ -179,19 +199,29 @@ def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
     def layer(r, conv):
         p = f'synthesis.b{r}.{conv}'
         cin = ch[r] if (conv == 'conv1' or r == 4) else ch[r // 2]
-        return ({'weight': _conv(s.expect(f'{p}.weight', (ch[r], cin, 3, 3))),
-                 'affine': {'weight': _dense(s.expect(f'{p}.affine.weight', (cin, w_dim))),
-                            'bias': _f32(s[f'{p}.affine.bias'])},
-                 'noise_strength': s.scalar(f'{p}.noise_strength'),
-                 'bias': _f32(s.expect(f'{p}.bias', (ch[r],)))},
-                _f32(s.expect(f'{p}.noise_const', (r, r))))
+        return (
+            {
+                'weight': _conv(s.expect(f'{p}.weight', (ch[r], cin, 3, 3))),
+                'affine': {
+                    'weight': _dense(s.expect(f'{p}.affine.weight', (cin, w_dim))),
+                    'bias': _f32(s[f'{p}.affine.bias']),
+                },
+                'noise_strength': s.scalar(f'{p}.noise_strength'),
+                'bias': _f32(s.expect(f'{p}.bias', (ch[r],))),
+            },
+            _f32(s.expect(f'{p}.noise_const', (r, r))),
+        )
 
     def torgb(r):
         p = f'synthesis.b{r}.torgb'
-        return {'weight': _f32(s.expect(f'{p}.weight', (3, ch[r], 1, 1))[:, :, 0, 0]).T,
-                'affine': {'weight': _dense(s.expect(f'{p}.affine.weight', (ch[r], w_dim))),
-                           'bias': _f32(s[f'{p}.affine.bias'])},
-                'bias': _f32(s.expect(f'{p}.bias', (3,)))}
+        return {
+            'weight': _f32(s.expect(f'{p}.weight', (3, ch[r], 1, 1))[:, :, 0, 0]).T,
+            'affine': {
+                'weight': _dense(s.expect(f'{p}.affine.weight', (ch[r], w_dim))),
+                'bias': _f32(s[f'{p}.affine.bias']),
+            },
+            'bias': _f32(s.expect(f'{p}.bias', (3,))),
+        }
 
     w_avg = _f32(s['mapping.w_avg']) if 'mapping.w_avg' in s else None
     return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
@@ -205,7 +235,8 @@ def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs')
     resolution = max(int(m.group(1)) for k in state for m in [re.match(r'G_synthesis/(\d+)x\1/', k)] if m)
     res = block_resolutions(resolution)
     channels = [s['G_synthesis/4x4/Conv/weight'].shape[3]] + [
-        s[f'G_synthesis/{r}x{r}/Conv1/weight'].shape[3] for r in res[1:]]
+        s[f'G_synthesis/{r}x{r}/Conv1/weight'].shape[3] for r in res[1:]
+    ]
     ch = dict(zip(res, channels))
     mapping = [(_f32(s[f'G_mapping/Dense{i}/weight']), _f32(s[f'G_mapping/Dense{i}/bias'])) for i in range(n_mlp)]
     const = _f32(s.expect('G_synthesis/4x4/Const/const', (1, ch[4], 4, 4))[0]).transpose(1, 2, 0)
@@ -218,19 +249,29 @@ def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs')
         if conv == 'conv0' and r > 4:
             weight = np.ascontiguousarray(weight[::-1, ::-1])
         i = noise_names.index(f'b{r}.{conv}')
-        return ({'weight': weight,
-                 'affine': {'weight': _f32(s.expect(f'{p}/mod_weight', (w_dim, cin))),
-                            'bias': _f32(s[f'{p}/mod_bias']) + 1.0},
-                 'noise_strength': s.scalar(f'{p}/noise_strength'),
-                 'bias': _f32(s.expect(f'{p}/bias', (ch[r],)))},
-                _f32(s.expect(f'G_synthesis/noise{i}', (1, 1, r, r))[0, 0]))
+        return (
+            {
+                'weight': weight,
+                'affine': {
+                    'weight': _f32(s.expect(f'{p}/mod_weight', (w_dim, cin))),
+                    'bias': _f32(s[f'{p}/mod_bias']) + 1.0,
+                },
+                'noise_strength': s.scalar(f'{p}/noise_strength'),
+                'bias': _f32(s.expect(f'{p}/bias', (ch[r],))),
+            },
+            _f32(s.expect(f'G_synthesis/noise{i}', (1, 1, r, r))[0, 0]),
+        )
 
     def torgb(r):
         p = f'G_synthesis/{r}x{r}/ToRGB'
-        return {'weight': _f32(s.expect(f'{p}/weight', (1, 1, ch[r], 3))[0, 0]),
-                'affine': {'weight': _f32(s.expect(f'{p}/mod_weight', (w_dim, ch[r]))),
-                           'bias': _f32(s[f'{p}/mod_bias']) + 1.0},
-                'bias': _f32(s.expect(f'{p}/bias', (3,)))}
+        return {
+            'weight': _f32(s.expect(f'{p}/weight', (1, 1, ch[r], 3))[0, 0]),
+            'affine': {
+                'weight': _f32(s.expect(f'{p}/mod_weight', (w_dim, ch[r]))),
+                'bias': _f32(s[f'{p}/mod_bias']) + 1.0,
+            },
+            'bias': _f32(s.expect(f'{p}/bias', (3,))),
+        }
 
     w_avg = _f32(s['dlatent_avg']) if 'dlatent_avg' in s else None
     return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
@@ -238,6 +279,7 @@ def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs')
 
 # ---------------------------------------------------------------------------------------------
 # Discriminators.
+
 
 def _assemble_discriminator(resolution, channels, conv: Callable, dense: Callable, mbstd_group_size=4):
     """conv(r, name) -> {'weight': HWIO[, 'bias']}; dense(name) -> {'weight': [in, out], 'bias'}."""
@@ -276,10 +318,11 @@ def import_rosinality_discriminator(state: dict, what='rosinality D'):
     """rosinality `Discriminator.state_dict()`: convs.0 = fromRGB, convs.{1..} = ResBlocks, final_*."""
     s = _State(state, what)
     n_blocks = s.count(r'convs\.(\d+)\.conv1\.0\.weight')
-    resolution = 4 * 2 ** n_blocks
+    resolution = 4 * 2**n_blocks
     res = block_resolutions(resolution)
     channels = [s['final_conv.0.weight'].shape[0]] + [
-        s[f'convs.{n_blocks - res.index(r) + 1}.conv1.0.weight'].shape[0] for r in res[1:]]
+        s[f'convs.{n_blocks - res.index(r) + 1}.conv1.0.weight'].shape[0] for r in res[1:]
+    ]
 
     def conv(r, name):
         if name == 'fromrgb':
@@ -321,7 +364,13 @@ def import_tf_discriminator(state: dict, mbstd_group_size: int = 4, what='Tensor
     return _assemble_discriminator(resolution, channels, conv, dense, mbstd_group_size)
 
 
-GENERATOR_IMPORTERS = {'rosinality-G': import_rosinality_generator, 'nvidia-G': import_nvidia_generator,
-                       'tf-G': import_tf_generator}
-DISCRIMINATOR_IMPORTERS = {'rosinality-D': import_rosinality_discriminator,
-                           'nvidia-D': import_nvidia_discriminator, 'tf-D': import_tf_discriminator}
+GENERATOR_IMPORTERS = {
+    'rosinality-G': import_rosinality_generator,
+    'nvidia-G': import_nvidia_generator,
+    'tf-G': import_tf_generator,
+}
+DISCRIMINATOR_IMPORTERS = {
+    'rosinality-D': import_rosinality_discriminator,
+    'nvidia-D': import_nvidia_discriminator,
+    'tf-D': import_tf_discriminator,
+}

@@ -97,7 +97,7 @@ def _networks_from_container(container: str, obj) -> tuple[dict, str]:
     if container in ('torch', 'npz'):
         if not isinstance(obj, dict):
             raise importers.StateError(f'holds a {type(obj).__name__}, not a dict of weights')
-        if any(k in obj for k in _ROSINALITY_KEYS.values()):     # rosinality train.py / convert_weight.py
+        if any(k in obj for k in _ROSINALITY_KEYS.values()):  # rosinality train.py / convert_weight.py
             for name, key in _ROSINALITY_KEYS.items():
                 if isinstance(obj.get(key), dict):
                     nets[name] = _import_flat(obj[key], key, obj.get('latent_avg'))
@@ -119,6 +119,7 @@ def _import_flat(state: dict, what: str, latent_avg=None):
 
 def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
     import orbax.checkpoint as ocp
+
     meta_path = path / METADATA
     try:
         meta = json.loads(meta_path.read_text())
@@ -131,7 +132,7 @@ def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
     ckptr = ocp.StandardCheckpointer()
     for name, (kind, arch) in networks.items():
         if only is not None and name not in only:
-            nets[name] = None    # present, not restored
+            nets[name] = None  # present, not restored
             continue
         try:
             variables = ckptr.restore((path / name).absolute())
@@ -148,8 +149,10 @@ _ARCH_REQUIRED = {'G': {'resolution', 'channels', 'z_dim', 'w_dim', 'n_mlp'}, 'D
 
 def _validated_metadata(meta_path, meta) -> dict:
     """{name: (kind, arch)} from gsd_stylegan2.json, or a LoadError saying what is wrong with it."""
+
     def bad(problem):
         return LoadError(f'{meta_path}: {problem}')
+
     if not isinstance(meta, dict) or meta.get('format') != 'gsd-stylegan2':
         found = meta.get('format') if isinstance(meta, dict) else type(meta).__name__
         raise bad(f'format is {found!r}, expected "gsd-stylegan2"')
@@ -186,8 +189,7 @@ def estimate_w_avg(module: Generator, variables, n: int = W_AVG_SAMPLES, seed: i
     return np.asarray(jnp.mean(w, axis=0), np.float32)
 
 
-def load(path, which: str = 'G_ema', *, dtype=jnp.float32, precision=None,
-         crop_rows: Optional[tuple[int, int]] = None):
+def load(path, which: str = 'G_ema', *, dtype=jnp.float32, precision=None, crop_rows: Optional[tuple[int, int]] = None):
     """(module, variables) for network `which` ('G_ema', 'G' or 'D') of a checkpoint.
 
     Reads rosinality .pt, NVIDIA stylegan2-ada/stylegan3 .pkl, TensorFlow StyleGAN2 .pkl, torch
@@ -237,11 +239,13 @@ def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[di
     """Write gsd's checkpoint directory: networks = {name: (module, variables)}. Atomic: a crash leaves
     either the old directory or the complete new one."""
     import orbax.checkpoint as ocp
+
     out_dir = pathlib.Path(out_dir).absolute()
     if out_dir.exists() and not (out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / METADATA).exists())):
         # Only an empty directory or an earlier gsd checkpoint may be replaced: never a user's files.
-        raise LoadError(f'{out_dir}: exists and is not an empty directory or a gsd StyleGAN2 checkpoint; '
-                        f'refusing to overwrite it')
+        raise LoadError(
+            f'{out_dir}: exists and is not an empty directory or a gsd StyleGAN2 checkpoint; refusing to overwrite it'
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     try:
@@ -250,8 +254,7 @@ def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[di
         for name, (module, variables) in networks.items():
             ckptr.save(tmp / name, jax.tree.map(np.asarray, variables))
             ckptr.wait_until_finished()
-            meta['networks'][name] = {'kind': 'G' if isinstance(module, Generator) else 'D',
-                                      'arch': arch_of(module)}
+            meta['networks'][name] = {'kind': 'G' if isinstance(module, Generator) else 'D', 'arch': arch_of(module)}
         (tmp / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=True))
         if out_dir.exists():
             shutil.rmtree(out_dir)

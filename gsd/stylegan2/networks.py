@@ -22,7 +22,6 @@ from typing import Any, Mapping, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gsd.stylegan2 import ops
 
@@ -40,7 +39,7 @@ def num_ws(resolution: int) -> int:
 
 
 def block_resolutions(resolution: int) -> list[int]:
-    return [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]
+    return [2**i for i in range(2, int(math.log2(resolution)) + 1)]
 
 
 def channels_rosinality(resolution: int, channel_multiplier: int = 2) -> tuple[int, ...]:
@@ -61,6 +60,7 @@ def _check_resolution(resolution: int):
 
 class EqualDense(nn.Module):
     """Dense layer with equalized learning rate: y = x @ (W * lr_mul / sqrt(in)) + b * lr_mul."""
+
     features: int
     lr_mul: float = 1.0
     bias_init: float = 0.0
@@ -79,6 +79,7 @@ class EqualDense(nn.Module):
 
 class MappingNetwork(nn.Module):
     """z -> w: 2nd-moment normalisation then n_mlp equalized dense layers (lr_mul 0.01)."""
+
     z_dim: int
     w_dim: int
     n_mlp: int
@@ -90,8 +91,7 @@ class MappingNetwork(nn.Module):
         x = z.astype(jnp.float32)
         x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-8)
         for i in range(self.n_mlp):
-            x = EqualDense(self.w_dim, lr_mul=self.lr_mul, activation=True, precision=self.precision,
-                           name=f'fc{i}')(x)
+            x = EqualDense(self.w_dim, lr_mul=self.lr_mul, activation=True, precision=self.precision, name=f'fc{i}')(x)
         # The running mean of w (truncation target); training updates it, inference reads it.
         self.variable('buffers', 'w_avg', jnp.zeros, (self.w_dim,))
         return x
@@ -102,8 +102,9 @@ class MappingNetwork(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally upsampling 2x), noise, bias, leaky ReLU * sqrt(2)."""
+
     out_channels: int
-    resolution: int           # output resolution (noise map size)
+    resolution: int  # output resolution (noise map size)
     up: bool = False
     fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
@@ -116,13 +117,18 @@ class SynthesisLayer(nn.Module):
         weight = self.param('weight', nn.initializers.normal(1.0), (3, 3, cin, self.out_channels))
         strength = self.param('noise_strength', nn.initializers.zeros, ())
         bias = self.param('bias', nn.initializers.zeros, (self.out_channels,))
-        noise_const = self.variable('buffers', 'noise_const', jax.random.normal,
-                                    self.make_rng('params') if self.is_initializing() else None,
-                                    (self.resolution, self.resolution))
+        noise_const = self.variable(
+            'buffers',
+            'noise_const',
+            jax.random.normal,
+            self.make_rng('params') if self.is_initializing() else None,
+            (self.resolution, self.resolution),
+        )
         wscaled = weight * (1.0 / math.sqrt(cin * 9))
         # Demodulation coefficient per (sample, out channel): rsqrt(sum_i s_i^2 sum_k w_{k,i,o}^2).
-        dcoefs = jax.lax.rsqrt(jnp.dot(jnp.square(styles), jnp.sum(jnp.square(wscaled), axis=(0, 1)),
-                                       precision=self.precision) + 1e-8)
+        dcoefs = jax.lax.rsqrt(
+            jnp.dot(jnp.square(styles), jnp.sum(jnp.square(wscaled), axis=(0, 1)), precision=self.precision) + 1e-8
+        )
         conv = functools.partial(ops.upconv2x if self.up else ops.conv2d, precision=self.precision)
         fused = x.shape[0] == 1 if self.fused_modconv is None else self.fused_modconv
         if fused:
@@ -131,7 +137,7 @@ class SynthesisLayer(nn.Module):
             # gradient, which XLA computes slowly.
             wk = wscaled[None] * styles[:, None, None, :, None] * dcoefs[:, None, None, None, :]
             wk = wk.astype(self.dtype)
-            if x.shape[0] == 1:   # vmap would turn even one sample into a slower grouped conv
+            if x.shape[0] == 1:  # vmap would turn even one sample into a slower grouped conv
                 y = conv(x.astype(self.dtype), wk[0])
             else:
                 y = jax.vmap(lambda xi, wi: conv(xi[None], wi)[0])(x.astype(self.dtype), wk)
@@ -162,6 +168,7 @@ def _noise(module: nn.Module, mode: str, explicit, const, batch: int):
 
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to RGB without demodulation, plus bias, linear."""
+
     img_channels: int = 3
     dtype: Any = jnp.float32
     precision: Any = None
@@ -180,6 +187,7 @@ class ToRGB(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution: (const |) conv0 (up) -> conv1 -> torgb, adding to the upsampled running RGB."""
+
     resolution: int
     out_channels: int
     img_channels: int = 3
@@ -198,10 +206,12 @@ class SynthesisBlock(nn.Module):
             const = self.param('const', nn.initializers.normal(1.0), (4, 4, self.out_channels))
             x = jnp.broadcast_to(const, (ws.shape[0],) + const.shape).astype(jnp.float32)
         else:
-            x = SynthesisLayer(self.out_channels, self.resolution, up=True, fused_modconv=self.fused_modconv,
-                               name='conv0', **kw)(x, ws[:, 0], noise_mode, noise.get(f'{name}.conv0'))
+            x = SynthesisLayer(
+                self.out_channels, self.resolution, up=True, fused_modconv=self.fused_modconv, name='conv0', **kw
+            )(x, ws[:, 0], noise_mode, noise.get(f'{name}.conv0'))
         x = SynthesisLayer(self.out_channels, self.resolution, fused_modconv=self.fused_modconv, name='conv1', **kw)(
-            x, ws[:, 1], noise_mode, noise.get(f'{name}.conv1'))
+            x, ws[:, 1], noise_mode, noise.get(f'{name}.conv1')
+        )
         y = ToRGB(self.img_channels, name='torgb', **kw)(x, ws[:, 2])
         img = y if img is None else ops.upsample2x(img) + y
         return x, img
@@ -209,8 +219,9 @@ class SynthesisBlock(nn.Module):
 
 class SynthesisNetwork(nn.Module):
     """w+ (N, num_ws, w_dim) -> image (N, res, res, 3), raw (about [-1, 1])."""
+
     resolution: int
-    channels: Sequence[int]   # one per block resolution 4..resolution
+    channels: Sequence[int]  # one per block resolution 4..resolution
     img_channels: int = 3
     fused_modconv: Optional[bool] = None
     dtype: Any = jnp.float32
@@ -221,12 +232,12 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         for i, (res, ch) in enumerate(zip(block_resolutions(self.resolution), self.channels)):
             # Block i reads w rows 2i-1, 2i, 2i+1 (conv0, conv1, torgb); the 4x4 block has no conv0.
-            rows = ws[:, max(2 * i - 1, 0):2 * i + 2]
+            rows = ws[:, max(2 * i - 1, 0) : 2 * i + 2]
             if i == 0:
                 rows = jnp.concatenate([rows[:, :1], rows], axis=1)
-            x, img = SynthesisBlock(res, ch, self.img_channels, self.fused_modconv, self.dtype, self.precision,
-                                    name=f'b{res}')(
-                x, img, rows, noise_mode, noise)
+            x, img = SynthesisBlock(
+                res, ch, self.img_channels, self.fused_modconv, self.dtype, self.precision, name=f'b{res}'
+            )(x, img, rows, noise_mode, noise)
         return img
 
 
@@ -238,6 +249,7 @@ class Generator(nn.Module):
     ``apply(v, ws, noise_mode='const', method='synthesize')`` -> images.
     ``noise_mode='random'`` needs ``rngs={'noise': key}``.
     """
+
     resolution: int
     channels: Sequence[int]
     z_dim: int = 512
@@ -245,7 +257,7 @@ class Generator(nn.Module):
     n_mlp: int = 8
     mapping_lr_mul: float = 0.01
     img_channels: int = 3
-    crop_rows: Optional[tuple[int, int]] = None   # e.g. (64, 448): the car models' 512x384 picture
+    crop_rows: Optional[tuple[int, int]] = None  # e.g. (64, 448): the car models' 512x384 picture
     # Run-time choices, not architecture. fused_modconv: fold styles into per-sample kernels (True),
     # modulate activations with one shared kernel (False; fastest for batches and for gradients
     # w.r.t. w, e.g. projection), or True only for batch 1 (None).
@@ -258,8 +270,9 @@ class Generator(nn.Module):
         if len(self.channels) != len(block_resolutions(self.resolution)):
             raise ValueError(f'channels needs one entry per resolution 4..{self.resolution}, got {self.channels}')
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.n_mlp, self.mapping_lr_mul, self.precision)
-        self.synthesis = SynthesisNetwork(self.resolution, tuple(self.channels), self.img_channels,
-                                          self.fused_modconv, self.dtype, self.precision)
+        self.synthesis = SynthesisNetwork(
+            self.resolution, tuple(self.channels), self.img_channels, self.fused_modconv, self.dtype, self.precision
+        )
 
     @property
     def num_ws(self) -> int:
@@ -296,11 +309,12 @@ class Generator(nn.Module):
             raise ValueError(f'ws must have {self.num_ws} rows for {self.resolution} px, got shape {ws.shape}')
         img = self.synthesis(ws, noise_mode, noise)
         if self.crop_rows is not None:
-            img = img[:, self.crop_rows[0]:self.crop_rows[1]]
+            img = img[:, self.crop_rows[0] : self.crop_rows[1]]
         return img
 
-    def __call__(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode='const', noise=None,
-                 mix_z=None, mix_index=None):
+    def __call__(
+        self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode='const', noise=None, mix_z=None, mix_index=None
+    ):
         ws = self.map(z, truncation_psi, truncation_cutoff, mix_z, mix_index)
         return self.synthesize(ws, noise_mode, noise)
 
@@ -309,15 +323,17 @@ def noise_layer_names(resolution: int) -> list[str]:
     """Layers that take noise, in the releases' order (rosinality's noise_0, noise_1, ...)."""
     names = []
     for r in block_resolutions(resolution):
-        names += ([f'b{r}.conv1'] if r == 4 else [f'b{r}.conv0', f'b{r}.conv1'])
+        names += [f'b{r}.conv1'] if r == 4 else [f'b{r}.conv0', f'b{r}.conv1']
     return names
 
 
 # ---------------------------------------------------------------------------------------------
 # Discriminator
 
+
 class EqualConv(nn.Module):
     """Equalized-lr conv, optionally downsampling 2x (FIR blur first) and with bias + lrelu."""
+
     features: int
     kernel: int = 3
     down: bool = False
@@ -333,8 +349,7 @@ class EqualConv(nn.Module):
         w = (w * (1.0 / math.sqrt(cin * self.kernel * self.kernel))).astype(self.dtype)
         x = x.astype(self.dtype)
         if self.kernel == 1:
-            y = jnp.einsum('nhwi,io->nhwo', ops.downsample2x(x) if self.down else x, w[0, 0],
-                           precision=self.precision)
+            y = jnp.einsum('nhwi,io->nhwo', ops.downsample2x(x) if self.down else x, w[0, 0], precision=self.precision)
         elif self.down:
             y = ops.downconv2x(x, w, precision=self.precision)
         else:
@@ -352,14 +367,15 @@ def minibatch_stddev(x, group_size: int = 4, num_channels: int = 1):
     if n % g:
         raise ValueError(f'batch {n} is not divisible by the minibatch-stddev group size {g}')
     y = x.reshape(g, n // g, h, w, num_channels, c // num_channels)
-    y = jnp.sqrt(jnp.var(y, axis=0) + 1e-8)            # (n/G, H, W, F, c)
-    y = jnp.mean(y, axis=(1, 2, 4))                    # (n/G, F)
+    y = jnp.sqrt(jnp.var(y, axis=0) + 1e-8)  # (n/G, H, W, F, c)
+    y = jnp.mean(y, axis=(1, 2, 4))  # (n/G, F)
     y = jnp.tile(y, (g, 1))[:, None, None, :]
     return jnp.concatenate([x, jnp.broadcast_to(y, (n, h, w, num_channels))], axis=-1)
 
 
 class DiscriminatorBlock(nn.Module):
     """Residual block: conv0 3x3, conv1 3x3 down, plus a 1x1 downsampling skip, summed / sqrt(2)."""
+
     tmp_channels: int
     out_channels: int
     from_rgb: bool
@@ -371,8 +387,7 @@ class DiscriminatorBlock(nn.Module):
         kw = dict(dtype=self.dtype, precision=self.precision)
         if self.from_rgb:
             x = EqualConv(self.tmp_channels, kernel=1, name='fromrgb', **kw)(x)
-        skip = EqualConv(self.out_channels, kernel=1, down=True, use_bias=False, activation=False,
-                         name='skip', **kw)(x)
+        skip = EqualConv(self.out_channels, kernel=1, down=True, use_bias=False, activation=False, name='skip', **kw)(x)
         x = EqualConv(self.tmp_channels, name='conv0', **kw)(x)
         x = EqualConv(self.out_channels, down=True, name='conv1', **kw)(x)
         return (x + skip) * (1.0 / SQRT2)
@@ -380,8 +395,9 @@ class DiscriminatorBlock(nn.Module):
 
 class Discriminator(nn.Module):
     """StyleGAN2 residual discriminator: images (N, H, W, 3) -> logits (N, 1)."""
+
     resolution: int
-    channels: Sequence[int]   # one per resolution 4..resolution, as for the generator
+    channels: Sequence[int]  # one per resolution 4..resolution, as for the generator
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
     dtype: Any = jnp.float32
@@ -395,12 +411,14 @@ class Discriminator(nn.Module):
         x = img.astype(jnp.float32)
         for r in reversed(block_resolutions(self.resolution)[1:]):
             x = DiscriminatorBlock(ch[r], ch[r // 2], from_rgb=(r == self.resolution), name=f'b{r}', **kw)(x)
-        return DiscriminatorEpilogue(ch[4], self.mbstd_group_size, self.mbstd_num_channels,
-                                     from_rgb=(self.resolution == 4), name='b4', **kw)(x)
+        return DiscriminatorEpilogue(
+            ch[4], self.mbstd_group_size, self.mbstd_num_channels, from_rgb=(self.resolution == 4), name='b4', **kw
+        )(x)
 
 
 class DiscriminatorEpilogue(nn.Module):
     """4x4: minibatch stddev, conv, dense, dense to one logit."""
+
     channels: int
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
@@ -437,15 +455,27 @@ def layer_names(resolution: int) -> list[str]:
 
 def _is_synthesis_capture(mdl: nn.Module, method_name: str) -> bool:
     path = mdl.path
-    return (method_name == '__call__' and len(path) in (2, 3) and path[0] == 'synthesis'
-            and (len(path) == 2 or path[2] in LAYER_KINDS))
+    return (
+        method_name == '__call__'
+        and len(path) in (2, 3)
+        and path[0] == 'synthesis'
+        and (len(path) == 2 or path[2] in LAYER_KINDS)
+    )
 
 
 def capture_activations(module: Generator, variables, ws, noise_mode: str = 'const', noise=None, rngs=None):
     """Run synthesis on ws and return (images, {name: activation}), names as in `layer_names`, plus
     'b{R}.rgb' for each block's running RGB image. Built on Flax's `capture_intermediates`."""
-    images, state = module.apply(variables, ws, noise_mode, noise, method='synthesize', rngs=rngs,
-                                 capture_intermediates=_is_synthesis_capture, mutable=['intermediates'])
+    images, state = module.apply(
+        variables,
+        ws,
+        noise_mode,
+        noise,
+        method='synthesize',
+        rngs=rngs,
+        capture_intermediates=_is_synthesis_capture,
+        mutable=['intermediates'],
+    )
     acts = {}
     for block, sub in state['intermediates']['synthesis'].items():
         for key, value in sub.items():

@@ -30,8 +30,8 @@ FIR_1D = np.array([1.0, 3.0, 3.0, 1.0], dtype=np.float64) / 8.0
 def conv2d(x, w, *, stride: int = 1, padding='SAME', precision=None):
     """Plain cross-correlation, NHWC x HWIO (what torch.conv2d and tf.nn.conv2d compute)."""
     return jax.lax.conv_general_dilated(
-        x, w.astype(x.dtype), (stride, stride), padding,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+        x, w.astype(x.dtype), (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision
+    )
 
 
 def upconv2x(x, w, *, precision=None):
@@ -48,17 +48,17 @@ def upconv2x(x, w, *, precision=None):
     kh, kw, cin, cout = w.shape
     if (kh, kw) != (3, 3):
         raise ValueError(f'upconv2x expects a 3x3 kernel, got {w.shape}')
-    even = w[::-2]      # taps for inputs (q-1, q) along an axis of even parity
+    even = w[::-2]  # taps for inputs (q-1, q) along an axis of even parity
     odd = w[1:2]
     conv = functools.partial(small_conv, pad=1, precision=precision)
-    t_ee = conv(x, even[:, ::-2])      # (H+1, W+1)
-    t_eo = conv(x, even[:, 1:2])       # (H+1, W+2): odd along x, zero first and last column
-    t_oe = conv(x, odd[:, ::-2])       # (H+2, W+1)
-    t_oo = conv(x, odd[:, 1:2])        # (H+2, W+2)
+    t_ee = conv(x, even[:, ::-2])  # (H+1, W+1)
+    t_eo = conv(x, even[:, 1:2])  # (H+1, W+2): odd along x, zero first and last column
+    t_oe = conv(x, odd[:, ::-2])  # (H+2, W+1)
+    t_oo = conv(x, odd[:, 1:2])  # (H+2, W+2)
     n, h, wd, _ = x.shape
-    ee, eo = _blur_phases(t_ee, t_eo, 2, wd)          # blur along x
+    ee, eo = _blur_phases(t_ee, t_eo, 2, wd)  # blur along x
     oe, oo = _blur_phases(t_oe, t_oo, 2, wd)
-    y00, y10 = _blur_phases(ee, oe, 1, h)              # then along y
+    y00, y10 = _blur_phases(ee, oe, 1, h)  # then along y
     y01, y11 = _blur_phases(eo, oo, 1, h)
     y = jnp.stack([jnp.stack([y00, y01], axis=3), jnp.stack([y10, y11], axis=3)], axis=2)
     return y.reshape(n, 2 * h, 2 * wd, cout)
@@ -83,15 +83,15 @@ def _small_conv_fwd(x, w, pad, precision):
 def _pad_or_crop(x, amount: int):
     if amount >= 0:
         return jnp.pad(x, ((0, 0), (amount, amount), (amount, amount), (0, 0)))
-    return x[:, -amount:x.shape[1] + amount, -amount:x.shape[2] + amount]
+    return x[:, -amount : x.shape[1] + amount, -amount : x.shape[2] + amount]
 
 
 def _small_conv_bwd(pad, precision, residuals, dy):
     x, w = residuals
     kh, kw = w.shape[:2]
-    if kh != kw:   # 2x1 / 1x2 kernels: pad each axis by its own amount
+    if kh != kw:  # 2x1 / 1x2 kernels: pad each axis by its own amount
         dyp = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-        dyp = dyp[:, pad:dyp.shape[1] - pad, pad:dyp.shape[2] - pad]
+        dyp = dyp[:, pad : dyp.shape[1] - pad, pad : dyp.shape[2] - pad]
     else:
         dyp = _pad_or_crop(dy, kh - 1 - pad)
     dx = conv2d(dyp, jnp.swapaxes(w[::-1, ::-1], 2, 3), padding='VALID', precision=precision)
@@ -108,8 +108,8 @@ def _blur_phases(even, odd, axis: int, n: int):
     E[0..n] and its odd samples with a zero border, O'[q+1] = T[2q+1] (n+2 entries): returns the
     even and odd samples (n each) of the result."""
     sl = functools.partial(jax.lax.slice_in_dim, axis=axis)
-    e0, e1 = sl(even, 0, n), sl(even, 1, n + 1)                       # T[2q], T[2q+2]
-    o_prev, o_cur, o_next = sl(odd, 0, n), sl(odd, 1, n + 1), sl(odd, 2, n + 2)   # T[2q-1], T[2q+1], T[2q+3]
+    e0, e1 = sl(even, 0, n), sl(even, 1, n + 1)  # T[2q], T[2q+2]
+    o_prev, o_cur, o_next = sl(odd, 0, n), sl(odd, 1, n + 1), sl(odd, 2, n + 2)  # T[2q-1], T[2q+1], T[2q+3]
     y_even = (o_prev + 3.0 * e0 + 3.0 * o_cur + e1) * 0.25
     y_odd = (e0 + 3.0 * o_cur + 3.0 * e1 + o_next) * 0.25
     return y_even, y_odd
@@ -125,13 +125,13 @@ def downconv2x(x, w, *, precision=None):
     kh, kw, cin, cout = w.shape
     if (kh, kw) != (3, 3):
         raise ValueError(f'downconv2x expects a 3x3 kernel, got {w.shape}')
-    z = _blur_axis(_blur_axis(x, 1), 2)                 # (H+1, W+1)
+    z = _blur_axis(_blur_axis(x, 1), 2)  # (H+1, W+1)
     conv = functools.partial(small_conv, pad=0, precision=precision)
-    even, odd = w[::2], w[1:2]                           # taps on z[2q], z[2q+2] and on z[2q+1]
-    y = conv(z[:, ::2, ::2], even[:, ::2])               # (H/2+1, W/2+1) phase, 2x2 taps
-    y = y + conv(z[:, ::2, 1::2], even[:, 1:2])          # (H/2+1, W/2)
-    y = y + conv(z[:, 1::2, ::2], odd[:, ::2])           # (H/2, W/2+1)
-    return y + conv(z[:, 1::2, 1::2], odd[:, 1:2])       # (H/2, W/2)
+    even, odd = w[::2], w[1:2]  # taps on z[2q], z[2q+2] and on z[2q+1]
+    y = conv(z[:, ::2, ::2], even[:, ::2])  # (H/2+1, W/2+1) phase, 2x2 taps
+    y = y + conv(z[:, ::2, 1::2], even[:, 1:2])  # (H/2+1, W/2)
+    y = y + conv(z[:, 1::2, ::2], odd[:, ::2])  # (H/2, W/2+1)
+    return y + conv(z[:, 1::2, 1::2], odd[:, 1:2])  # (H/2, W/2)
 
 
 def _blur_axis(x, axis: int):
@@ -174,7 +174,7 @@ def upsample2x(x):
 def _downsample_axis(x, axis: int):
     # Blur with padding (1, 1) and keep every second sample: y[q] = (x[2q-1] + 3x[2q] + 3x[2q+1] + x[2q+2]) / 8.
     shape = list(x.shape)
-    shape[axis:axis + 1] = [shape[axis] // 2, 2]
+    shape[axis : axis + 1] = [shape[axis] // 2, 2]
     pairs = x.reshape(shape)
     even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
     odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
@@ -189,6 +189,7 @@ def downsample2x(x):
 # ---------------------------------------------------------------------------------------------
 # Literal reference formulations (slow on CPU), for tests of the exact rewrites above.
 
+
 def reference_upfirdn2d(x, *, up: int = 1, down: int = 1, pad=(0, 0), gain: float = 1.0):
     """upfirdn2d with the FIR filter on NHWC: zero-insert `up`, pad, depthwise filter, keep every `down`."""
     n, h, w, c = x.shape
@@ -198,16 +199,24 @@ def reference_upfirdn2d(x, *, up: int = 1, down: int = 1, pad=(0, 0), gain: floa
     x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
     f = jnp.asarray(np.outer(FIR_1D, FIR_1D) * gain, x.dtype)
     k = jnp.tile(f[:, :, None, None], (1, 1, 1, c))
-    x = jax.lax.conv_general_dilated(x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                     feature_group_count=c, precision='highest')
+    x = jax.lax.conv_general_dilated(
+        x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c, precision='highest'
+    )
     return x[:, ::down, ::down, :]
 
 
 def reference_upconv2x(x, w):
     """conv_transpose2d(x, w, stride=2) (scatter, no flip) then blur pad (1, 1), gain 4."""
     # A scatter-transposed conv equals a correlation of the zero-inserted input with the flipped kernel.
-    y = jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision='highest')
+    y = jax.lax.conv_general_dilated(
+        x,
+        w[::-1, ::-1],
+        (1, 1),
+        ((2, 2), (2, 2)),
+        lhs_dilation=(2, 2),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        precision='highest',
+    )
     return reference_upfirdn2d(y, pad=(1, 1), gain=4.0)
 
 

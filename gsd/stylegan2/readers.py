@@ -46,13 +46,37 @@ _LEGACY_HEAD = pickle.dumps(_LEGACY_MAGIC, protocol=2)  # torch's legacy writer 
 _ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')  # a local file header; an empty archive's end record
 
 # torch element type -> numpy type code, byte order added per file. bfloat16 is read as its 16 raw bits.
-_ELEMENTS = {'float32': 'f4', 'float64': 'f8', 'float16': 'f2', 'bfloat16': 'u2', 'int64': 'i8', 'int32': 'i4',
-             'int16': 'i2', 'int8': 'i1', 'uint8': 'u1', 'bool': 'b1', 'complex64': 'c8', 'complex128': 'c16',
-             'uint16': 'u2', 'uint32': 'u4', 'uint64': 'u8'}
-_STORAGE_CLASSES = {'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16',
-                    'BFloat16Storage': 'bfloat16', 'LongStorage': 'int64', 'IntStorage': 'int32',
-                    'ShortStorage': 'int16', 'CharStorage': 'int8', 'ByteStorage': 'uint8', 'BoolStorage': 'bool',
-                    'ComplexFloatStorage': 'complex64', 'ComplexDoubleStorage': 'complex128'}
+_ELEMENTS = {
+    'float32': 'f4',
+    'float64': 'f8',
+    'float16': 'f2',
+    'bfloat16': 'u2',
+    'int64': 'i8',
+    'int32': 'i4',
+    'int16': 'i2',
+    'int8': 'i1',
+    'uint8': 'u1',
+    'bool': 'b1',
+    'complex64': 'c8',
+    'complex128': 'c16',
+    'uint16': 'u2',
+    'uint32': 'u4',
+    'uint64': 'u8',
+}
+_STORAGE_CLASSES = {
+    'FloatStorage': 'float32',
+    'DoubleStorage': 'float64',
+    'HalfStorage': 'float16',
+    'BFloat16Storage': 'bfloat16',
+    'LongStorage': 'int64',
+    'IntStorage': 'int32',
+    'ShortStorage': 'int16',
+    'CharStorage': 'int8',
+    'ByteStorage': 'uint8',
+    'BoolStorage': 'bool',
+    'ComplexFloatStorage': 'complex64',
+    'ComplexDoubleStorage': 'complex128',
+}
 
 
 class CheckpointError(ValueError):
@@ -69,6 +93,7 @@ def _error(path, problem):
 
 def _reader(read):
     """Turns every failure on corrupt input into one CheckpointError naming the file."""
+
     @functools.wraps(read)
     def guarded(path):
         try:
@@ -87,6 +112,7 @@ def _reader(read):
             raise _error(path, f'truncated or corrupt zip archive ({e})') from e
         except Exception as e:  # noqa: BLE001 -- struct, numpy, recursion... on a corrupt file: one error type
             raise _error(path, f'corrupt file ({type(e).__name__}: {e})') from e
+
     return guarded
 
 
@@ -95,6 +121,7 @@ def _is_count(x):
 
 
 # ---- stand-ins: the only objects find_class hands out ----------------------------------------------------------
+
 
 class _Sealed:
     # pickle's BUILD would otherwise write into these objects' attributes; the ones handed out by find_class are
@@ -107,6 +134,7 @@ class _Sealed:
 
 class _Call(_Sealed):
     """A stand-in function the file may call."""
+
     __slots__ = ('_fn',)
 
     def __init__(self, fn):
@@ -118,6 +146,7 @@ class _Call(_Sealed):
 
 class _Marker(_Sealed):
     """A global the file may name but never call: a storage class, a torch dtype, numpy.ndarray."""
+
     __slots__ = ('qualname', 'kind', 'element')
 
     def __init__(self, qualname, kind, element=None):
@@ -145,6 +174,7 @@ class _Namespace(dict):
 
 class _Storage(_Sealed):
     """A torch storage read as `element`; bytes live on `root`, a legacy view starts `offset` elements in."""
+
     __slots__ = ('element', 'key', 'root', 'offset', 'data', 'order')
 
     def __init__(self, element, key, root=None, offset=0, data=None, order='<'):
@@ -155,6 +185,7 @@ class _Storage(_Sealed):
 
 class _Tensor(_Sealed):
     """A _rebuild_tensor call, made an array once the storage bytes are known (legacy: after the pickle)."""
+
     __slots__ = ('storage', 'offset', 'size', 'stride', 'element')
 
     def __init__(self, storage, offset, size, stride, element=None):
@@ -169,6 +200,7 @@ class _Tensor(_Sealed):
 
 class _PersistentObj(_Sealed):
     """An NVIDIA persistent network: its meta dict, module_src kept as text only."""
+
     __slots__ = ('meta',)
 
     def __init__(self, meta):
@@ -177,6 +209,7 @@ class _PersistentObj(_Sealed):
 
 class _NumpyArray:
     """numpy.core.multiarray._reconstruct's result; the array's content arrives later through BUILD."""
+
     state = None
 
     def __setstate__(self, state):
@@ -185,6 +218,7 @@ class _NumpyArray:
 
 class _TFNetwork:
     """dnnlib.tflib.network.Network: the __getstate__ dict, build_module_src kept as text only."""
+
     state = None
 
     def __setstate__(self, state):
@@ -210,8 +244,12 @@ def _rebuild_parameter(data, requires_grad, hooks, state=None):
 
 
 def _reconstruct_persistent_obj(meta):
-    if not (isinstance(meta, dict) and meta.get('type') == 'class' and isinstance(meta.get('class_name'), str)
-            and isinstance(meta.get('state'), dict)):
+    if not (
+        isinstance(meta, dict)
+        and meta.get('type') == 'class'
+        and isinstance(meta.get('class_name'), str)
+        and isinstance(meta.get('state'), dict)
+    ):
         raise _Bad('persistent object meta is not {type: class, class_name, state, ...}')
     return _PersistentObj(meta)
 
@@ -295,31 +333,46 @@ def _set(items=()):
 
 # ---- allowlists ----------------------------------------------------------------------------------------------
 
-_TENSORS = {('torch._utils', '_rebuild_tensor'): _Call(_rebuild_tensor),
-            ('torch._utils', '_rebuild_tensor_v2'): _Call(_rebuild_tensor),
-            ('torch._utils', '_rebuild_tensor_v3'): _Call(_rebuild_tensor_v3),
-            ('torch._utils', '_rebuild_parameter'): _Call(_rebuild_parameter),
-            ('torch._utils', '_rebuild_parameter_with_state'): _Call(_rebuild_parameter),
-            ('torch.storage', 'UntypedStorage'): _Marker('torch.storage.UntypedStorage', 'storage', 'uint8')}
-_TENSORS.update({('torch', name): _Marker(f'torch.{name}', 'storage', element)
-                 for name, element in _STORAGE_CLASSES.items()})
+_TENSORS = {
+    ('torch._utils', '_rebuild_tensor'): _Call(_rebuild_tensor),
+    ('torch._utils', '_rebuild_tensor_v2'): _Call(_rebuild_tensor),
+    ('torch._utils', '_rebuild_tensor_v3'): _Call(_rebuild_tensor_v3),
+    ('torch._utils', '_rebuild_parameter'): _Call(_rebuild_parameter),
+    ('torch._utils', '_rebuild_parameter_with_state'): _Call(_rebuild_parameter),
+    ('torch.storage', 'UntypedStorage'): _Marker('torch.storage.UntypedStorage', 'storage', 'uint8'),
+}
+_TENSORS.update(
+    {('torch', name): _Marker(f'torch.{name}', 'storage', element) for name, element in _STORAGE_CLASSES.items()}
+)
 _TENSORS.update({('torch', element): _Marker(f'torch.{element}', 'dtype', element) for element in _ELEMENTS})
 
 _TORCH_GLOBALS = {**_TENSORS, ('collections', 'OrderedDict'): _Mapping, ('argparse', 'Namespace'): _Namespace}
 
-_PICKLE_COMMON = {('collections', 'OrderedDict'): _Mapping, ('dnnlib.util', 'EasyDict'): _Mapping,
-                  ('builtins', 'set'): _Call(_set), ('__builtin__', 'set'): _Call(_set),
-                  ('_codecs', 'encode'): _Call(_codecs_encode), ('numpy', 'dtype'): _Call(_np_dtype),
-                  ('numpy', 'ndarray'): _Marker('numpy.ndarray', 'ndarray')}
+_PICKLE_COMMON = {
+    ('collections', 'OrderedDict'): _Mapping,
+    ('dnnlib.util', 'EasyDict'): _Mapping,
+    ('builtins', 'set'): _Call(_set),
+    ('__builtin__', 'set'): _Call(_set),
+    ('_codecs', 'encode'): _Call(_codecs_encode),
+    ('numpy', 'dtype'): _Call(_np_dtype),
+    ('numpy', 'ndarray'): _Marker('numpy.ndarray', 'ndarray'),
+}
 for _core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings
-    _PICKLE_COMMON.update({(f'{_core}.multiarray', '_reconstruct'): _Call(_np_reconstruct),
-                           (f'{_core}.multiarray', 'scalar'): _Call(_np_scalar),
-                           (f'{_core}.numeric', '_frombuffer'): _Call(_np_frombuffer)})
+    _PICKLE_COMMON.update(
+        {
+            (f'{_core}.multiarray', '_reconstruct'): _Call(_np_reconstruct),
+            (f'{_core}.multiarray', 'scalar'): _Call(_np_scalar),
+            (f'{_core}.numeric', '_frombuffer'): _Call(_np_frombuffer),
+        }
+    )
 
 # The first format-specific global decides which format a pickle is; the other format's globals are then refused.
 _PICKLE_FORMATS = {
-    'nvidia-pytorch': {**_TENSORS, ('torch.storage', '_load_from_bytes'): _Call(_load_from_bytes),
-                       ('torch_utils.persistence', '_reconstruct_persistent_obj'): _Call(_reconstruct_persistent_obj)},
+    'nvidia-pytorch': {
+        **_TENSORS,
+        ('torch.storage', '_load_from_bytes'): _Call(_load_from_bytes),
+        ('torch_utils.persistence', '_reconstruct_persistent_obj'): _Call(_reconstruct_persistent_obj),
+    },
     'nvidia-tf': {('dnnlib.tflib.network', 'Network'): _TFNetwork},
 }
 
@@ -376,6 +429,7 @@ def _itemsize(element):
 
 
 # ---- containers ----------------------------------------------------------------------------------------------
+
 
 def _read_exact(f, n, what):
     here = f.tell()
@@ -437,7 +491,7 @@ def _read_zip(path):
         pickles = [n for n in names if n == 'data.pkl' or (n.endswith('/data.pkl') and n.count('/') == 1)]
         if len(pickles) != 1:
             raise _Bad(f'zip archive has {len(pickles) or "no"} data.pkl (not a torch.save file)')
-        prefix = pickles[0][:-len('data.pkl')]
+        prefix = pickles[0][: -len('data.pkl')]
         order = '<'
         if prefix + 'byteorder' in names:
             order = {b'little': '<', b'big': '>'}.get(archive.read(prefix + 'byteorder').strip())
@@ -453,8 +507,7 @@ def _read_zip(path):
                     raise _Bad(f'missing storage record {name!r}')
                 raw[key] = np.frombuffer(archive.read(name), np.uint8)
             if raw[key].size < numel * _itemsize(element):
-                raise _Bad(f'storage record {name!r} holds {raw[key].size} bytes, '
-                           f'{numel} x {element} declared')
+                raise _Bad(f'storage record {name!r} holds {raw[key].size} bytes, {numel} x {element} declared')
             return _Storage(element, key, data=raw[key], order=order)
 
         with archive.open(pickles[0]) as f:
@@ -472,10 +525,13 @@ def _tensor_array(t):
         return np.zeros(t.size, dtype.newbyteorder('='))
     end = start + (1 + sum((n - 1) * s for n, s in zip(t.size, t.stride))) * dtype.itemsize
     if end > root.data.size:
-        raise _Bad(f'tensor of size {t.size}, stride {t.stride}, offset {t.offset} needs {end} bytes of storage '
-                   f'{root.key!r}, which holds {root.data.size}')
-    view = np.ndarray(t.size, dtype, buffer=root.data, offset=start,
-                      strides=tuple(s * dtype.itemsize for s in t.stride))
+        raise _Bad(
+            f'tensor of size {t.size}, stride {t.stride}, offset {t.offset} needs {end} bytes of storage '
+            f'{root.key!r}, which holds {root.data.size}'
+        )
+    view = np.ndarray(
+        t.size, dtype, buffer=root.data, offset=start, strides=tuple(s * dtype.itemsize for s in t.stride)
+    )
     array = view.astype(dtype.newbyteorder('='), order='C', copy=True)
     if t.element == 'bfloat16':  # bfloat16 is the top half of a float32
         widened = np.empty(t.size, np.float32)
@@ -527,6 +583,7 @@ def _plain(obj, memo):
 
 # ---- networks ------------------------------------------------------------------------------------------------
 
+
 def _module_state_dict(state, prefix, out):
     """What torch's module.state_dict() gives: own parameters, persistent buffers, then children, dotted."""
     skip = state.get('_non_persistent_buffers_set') or set()
@@ -548,8 +605,11 @@ def _module_state_dict(state, prefix, out):
 
 def _torch_network(obj):
     state = obj.meta['state']
-    return {'class_name': obj.meta['class_name'], 'init_kwargs': state.get('_init_kwargs') or {},
-            'state_dict': _module_state_dict(state, '', {})}
+    return {
+        'class_name': obj.meta['class_name'],
+        'init_kwargs': state.get('_init_kwargs') or {},
+        'state_dict': _module_state_dict(state, '', {}),
+    }
 
 
 def _tf_variables(net, prefix, out):
@@ -569,8 +629,11 @@ def _tf_variables(net, prefix, out):
 
 
 def _tf_network(net):
-    return {'class_name': net.state.get('build_func_name'), 'init_kwargs': net.state.get('static_kwargs') or {},
-            'state_dict': _tf_variables(net, '', {})}
+    return {
+        'class_name': net.state.get('build_func_name'),
+        'init_kwargs': net.state.get('static_kwargs') or {},
+        'state_dict': _tf_variables(net, '', {}),
+    }
 
 
 def _unwrap_networks(obj):
@@ -593,6 +656,7 @@ def _describe(obj):
 
 # ---- public API ----------------------------------------------------------------------------------------------
 
+
 @_reader
 def read_torch_file(path):
     """A torch.save file (zip or legacy format) as plain data: tensors and storages -> owned numpy arrays."""
@@ -612,9 +676,11 @@ def read_pickle_file(path):
         f.seek(0)
         obj = _plain(_NetworkUnpickler(f).load(), {})
     if isinstance(obj, dict) and any(isinstance(v, _PersistentObj) for v in obj.values()):
-        return {'format': 'nvidia-pytorch',
-                'networks': {k: _torch_network(v) for k, v in obj.items() if isinstance(v, _PersistentObj)},
-                'extra': {k: _unwrap_networks(v) for k, v in obj.items() if not isinstance(v, _PersistentObj)}}
+        return {
+            'format': 'nvidia-pytorch',
+            'networks': {k: _torch_network(v) for k, v in obj.items() if isinstance(v, _PersistentObj)},
+            'extra': {k: _unwrap_networks(v) for k, v in obj.items() if not isinstance(v, _PersistentObj)},
+        }
     nets = (obj,) if isinstance(obj, _TFNetwork) else obj
     if isinstance(nets, (tuple, list)) and nets and all(isinstance(n, _TFNetwork) for n in nets):
         names = ('G', 'D', 'Gs') if len(nets) == 3 else [n.state.get('name') for n in nets]

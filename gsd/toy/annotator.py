@@ -21,23 +21,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from gsd.toy import BACKGROUND, HAIR, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, SKIN
+from gsd.toy.world import BACKGROUND, HAIR, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, SKIN
 
 # Thresholds sit between gsd.toy's colour families with wide margins on both sides: skin hue 20-32
 # degrees, saturation >= 0.25, value >= 0.47 after shading; hair value <= 0.34; background value
 # >= 0.5 at hue 90-270; lips hue 325-352, saturation >= 0.45; nose at 0.62-0.76 of the skin's value.
-SKIN_HUE = (-20.0, 55.0)          # wraps through red: colour drift can turn pale skin pinkish
+SKIN_HUE = (-20.0, 55.0)  # wraps through red: colour drift can turn pale skin pinkish
 SKIN_MIN_SAT, SKIN_MIN_VALUE = 0.1, 0.4
 HAIR_MAX_VALUE = 0.39
-MOUTH_HUE_SHIFT, MOUTH_MIN_SAT, MOUTH_MIN_CHROMA = 12.0, 0.3, 0.1   # degrees redder than the skin
-EYE_SAT_RATIO, EYE_VALUE_RATIO = 0.5, 0.45    # under half the skin's saturation, or this dark
+MOUTH_HUE_SHIFT, MOUTH_MIN_SAT, MOUTH_MIN_CHROMA = 12.0, 0.3, 0.1  # degrees redder than the skin
+EYE_SAT_RATIO, EYE_VALUE_RATIO = 0.5, 0.45  # under half the skin's saturation, or this dark
 NOSE_VALUE_RATIO = 0.86
 # Plausible sizes. Renders put every part at 0.025-0.13 of the face (skin + eyes + nose + mouth)
 # and the face at >= 0.11 of the image, so samples outside these bounds are broken, not unusual.
-MIN_FACE = 0.04                   # of the image
+MIN_FACE = 0.04  # of the image
 EYE_SHARE, NOSE_SHARE, MOUTH_SHARE = (0.012, 0.2), (0.008, 0.15), (0.01, 0.25)
-MAX_EYE_RATIO = 2.5               # the larger eye over the smaller; renders draw them equal
-MAX_TILT = 50.0                   # degrees; renders turn faces by at most 25
+MAX_EYE_RATIO = 2.5  # the larger eye over the smaller; renders draw them equal
+MAX_TILT = 50.0  # degrees; renders turn faces by at most 25
 
 
 def _hsv(rgb: np.ndarray):
@@ -177,10 +177,11 @@ def read(image: np.ndarray) -> tuple[np.ndarray | None, str]:
     model = _skin_model(rgb, skin)
     model_hue, model_sat, model_val = _hsv(model)
     shift = (hue - model_hue + 180.0) % 360.0 - 180.0
-    mouthy = inner & (shift < -MOUTH_HUE_SHIFT) & (shift > -150) & (sat >= MOUTH_MIN_SAT) \
-        & (sat * val >= MOUTH_MIN_CHROMA)
+    mouthy = (
+        inner & (shift < -MOUTH_HUE_SHIFT) & (shift > -150) & (sat >= MOUTH_MIN_SAT) & (sat * val >= MOUTH_MIN_CHROMA)
+    )
     eyeish = inner & ~mouthy & ((sat < EYE_SAT_RATIO * model_sat) | (val < EYE_VALUE_RATIO * model_val))
-    ratio = (rgb * model).sum(-1) / (model * model).sum(-1)    # brightness relative to the skin
+    ratio = (rgb * model).sum(-1) / (model * model).sum(-1)  # brightness relative to the skin
     nosy = inner & ~mouthy & ~eyeish
     eyes = _parts(eyeish, max(4.0, EYE_SHARE[0] * area))
     noses = _parts(nosy & (val < NOSE_VALUE_RATIO * model_val), max(4.0, NOSE_SHARE[0] * area))
@@ -216,7 +217,7 @@ def read(image: np.ndarray) -> tuple[np.ndarray | None, str]:
     sides = [axis[0] * (e - pn)[1] - axis[1] * (e - pn)[0] for e in (e0, e1)]
     if sides[0] * sides[1] >= 0:
         return None, 'eyes not on either side of the nose-mouth axis'
-    right = np.array([down[1], -down[0]])       # image +x for an upright face
+    right = np.array([down[1], -down[0]])  # image +x for an upright face
     left_first = (e0 - mid) @ right < (e1 - mid) @ right
 
     dark = ~face & (val < HAIR_MAX_VALUE)

@@ -2,7 +2,7 @@
 
 * `rgb_classifier`: a per-pixel MLP on RGB alone, trained on the same labelled shots as the head. It
   shows what colour can and cannot tell (toy left and right eyes look alike by design).
-* `supervised_unet`: the UNet of `gsd.unet` trained directly on k labelled *real* images with the
+* `supervised_unet`: the UNet of `gsd.nn.unet` trained directly on k labelled *real* images with the
   auto-shot augmentation: what the same labels buy without a GAN.
 """
 
@@ -37,8 +37,9 @@ def _fit_pixels(model, key, pixels, labels, *, steps: int, lr: float):
 
     def step(carry, _):
         params, opt = carry
-        loss, g = jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-            model.apply({'params': p}, pixels), labels).mean())(params)
+        loss, g = jax.value_and_grad(
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({'params': p}, pixels), labels).mean()
+        )(params)
         updates, opt = tx.update(g, opt, params)
         return (optax.apply_updates(params, updates), opt), loss
 
@@ -57,13 +58,15 @@ class RGBClassifier:
         return np.asarray(jnp.argmax(logits, -1))
 
 
-def rgb_classifier(images_uint8, labels, num_classes: int, *, steps: int = 500, lr: float = 1e-2,
-                   seed: int = 0) -> RGBClassifier:
+def rgb_classifier(
+    images_uint8, labels, num_classes: int, *, steps: int = 500, lr: float = 1e-2, seed: int = 0
+) -> RGBClassifier:
     """Full-batch Adam on every labelled pixel of `images_uint8` (K, H, W, 3) / `labels` (K, H, W)."""
     model = PixelMLP(num_classes)
     pixels = jnp.asarray(np.asarray(images_uint8).reshape(-1, 3))
-    params, losses = _fit_pixels(model, jax.random.key(seed), pixels, jnp.asarray(np.asarray(labels).reshape(-1)),
-                                 steps=steps, lr=lr)
+    params, losses = _fit_pixels(
+        model, jax.random.key(seed), pixels, jnp.asarray(np.asarray(labels).reshape(-1)), steps=steps, lr=lr
+    )
     if not np.isfinite(float(losses[-1])):
         raise FloatingPointError('rgb_classifier: training diverged')
     return RGBClassifier(model, params)

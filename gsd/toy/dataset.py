@@ -19,6 +19,7 @@ TEST_SEED_OFFSET = 1_000_000
 class ToyFacesConfig(tfds.core.BuilderConfig):
     """One toy_faces variant. Its name spells every parameter (see `named`), so each variant gets its
     own directory data_dir/toy_faces/<name>/1.0.0 and a name alone finds it again."""
+
     size: int = 64
     n_train: int = 10_000
     n_test: int = 1_000
@@ -26,10 +27,15 @@ class ToyFacesConfig(tfds.core.BuilderConfig):
 
     @classmethod
     def named(cls, size: int, n_train: int, n_test: int, seed: int) -> 'ToyFacesConfig':
-        return cls(name=f's{size}_train{n_train}_test{n_test}_seed{seed}', size=size, n_train=n_train,
-                   n_test=n_test, seed=seed,
-                   description=f'{size}x{size} px, {n_train} train (seed {seed}), {n_test} test '
-                               f'(seed {seed + TEST_SEED_OFFSET})')
+        return cls(
+            name=f's{size}_train{n_train}_test{n_test}_seed{seed}',
+            size=size,
+            n_train=n_train,
+            n_test=n_test,
+            seed=seed,
+            description=f'{size}x{size} px, {n_train} train (seed {seed}), {n_test} test '
+            f'(seed {seed + TEST_SEED_OFFSET})',
+        )
 
 
 DEFAULT_CONFIG = ToyFacesConfig.named(64, 10_000, 1_000, 0)
@@ -65,18 +71,22 @@ class ToyFaces(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         s = self.builder_config.size
         # Raw uint8 tensors, not tfds.features.Image: encoding Image features runs TensorFlow.
-        features = tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8),
-            'mask': tfds.features.Tensor(shape=(s, s), dtype=np.uint8),
-            'index': np.int64,
-        })
+        features = tfds.features.FeaturesDict(
+            {
+                'image': tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8),
+                'mask': tfds.features.Tensor(shape=(s, s), dtype=np.uint8),
+                'index': np.int64,
+            }
+        )
         classes = ', '.join(f'{i} {name}' for i, name in enumerate(toy.CLASSES))
         # Built directly rather than through dataset_info_from_configs, which wants a dataset
         # package directory (README, CITATIONS.bib) beside the module.
         return tfds.core.DatasetInfo(
             builder=self,
-            description=('Procedural cartoon faces from gsd.toy: an RGB image and its part mask, '
-                         f'whose values index the classes {classes}.'),
+            description=(
+                'Procedural cartoon faces from gsd.toy: an RGB image and its part mask, '
+                f'whose values index the classes {classes}.'
+            ),
             features=features,
             disable_shuffling=True,
             metadata=tfds.core.MetadataDict(classes=list(toy.CLASSES), palette=toy.PALETTE.tolist()),
@@ -84,8 +94,10 @@ class ToyFaces(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         c = self.builder_config
-        return {'train': self._generate_examples(c.n_train, c.seed),
-                'test': self._generate_examples(c.n_test, c.seed + TEST_SEED_OFFSET)}
+        return {
+            'train': self._generate_examples(c.n_train, c.seed),
+            'test': self._generate_examples(c.n_test, c.seed + TEST_SEED_OFFSET),
+        }
 
     def _generate_examples(self, n: int, seed: int):
         # One example at a time: each face is rendered alone from its own stream [seed, i].
@@ -100,7 +112,7 @@ def build(data_dir, size: int = 64, n_train: int = 10_000, n_test: int = 1_000, 
 
     Read it back with builder.as_data_source('train'), or by name, 'toy_faces/<config name>' (see
     `load_name`), through tfds.data_source(name, data_dir=data_dir) or
-    gsd.data.TfdsSource(name, data_dir=data_dir); no import of this module is needed for those.
+    gsd.io.sources.TfdsSource(name, data_dir=data_dir); no import of this module is needed for those.
     Examples are rendered one at a time; TFDS's writer buffers their serialized bytes (about 16 KB
     per 64 px example) in memory up to 1 GB before spilling to temporary files.
     """

@@ -15,6 +15,7 @@ import tempfile
 def write(out, params, sidecars: dict) -> pathlib.Path:
     """params (host arrays) -> out/params; sidecars {file name: JSON-able object} -> out/<name>."""
     import orbax.checkpoint as ocp
+
     out = pathlib.Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
@@ -35,5 +36,6 @@ def write(out, params, sidecars: dict) -> pathlib.Path:
 def read_params(out):
     """The parameters of `out/params` as host arrays."""
     import orbax.checkpoint as ocp
+
     with ocp.StandardCheckpointer() as ckpt:
         return ckpt.restore((pathlib.Path(out) / 'params').absolute())

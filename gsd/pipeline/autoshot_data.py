@@ -4,7 +4,7 @@
 
 Image i is drawn from z_i = normal(fold_in(key(seed), i)) with truncation `autoshot_data.truncation_psi`
 and constant noise, so it depends on (seed, i) only: not on the batch, the chunking, the number of
-devices or an interruption. The heads of WORKDIR/heads (`gsd.fewshot`) label it with their per-pixel
+devices or an interruption. The heads of WORKDIR/heads (`gsd.pipeline.fewshot`) label it with their per-pixel
 LOGITS (soft labels, stored as float16 and never argmaxed): a single head's own logits, or for an
 ensemble the log of the members' mean probability (the mixture's logits). With an ensemble each
 image also gets its uncertainty, the Jensen-Shannon divergence across members averaged over pixels
@@ -40,12 +40,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from gsd import fewshot
-from gsd import metrics as metrics_lib
-
-DATASET = 'gsd_autoshot'
+from gsd import segmenters
+from gsd.io import autoshot_dataset
+from gsd.stylegan2 import generator
+from gsd.training import metrics as metrics_lib
 
 
 def models(config) -> dict:
@@ -54,6 +55,7 @@ def models(config) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # Labelling generated images on device.
+
 
 def jensen_shannon(logits) -> jax.Array:
     """Members' logits (M, N, H, W, K) -> (N,) mean over pixels of JSD = H(mean p) - mean H(p), in nats."""
@@ -77,7 +79,8 @@ def soft_labels(logits) -> jax.Array:
 class Labeller:
     """z indices -> (images uint8, soft-label logits float16, z, w, uncertainty), one jitted program
     per batch size, the batch sharded over `mesh`'s 'data' axis."""
-    segmenter: fewshot.Segmenter
+
+    segmenter: segmenters.GANSegmenter
     seed: int
     truncation_psi: float
     mesh: Mesh
@@ -88,31 +91,35 @@ class Labeller:
         data = NamedSharding(self.mesh, P('data'))
         replicated = NamedSharding(self.mesh, P())
         self._key = jax.random.key(self.seed)
-        self._run = jax.jit(self._label, in_shardings=(replicated, replicated, data),
-                            out_shardings=data)
+        self._run = jax.jit(self._label, in_shardings=(replicated, replicated, data), out_shardings=data)
         self._data = data
 
     def _label(self, params, variables, index):
         seg = self.segmenter
-        z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(self._key, i), (self.z_dim,)))(index)
+        z = generator.latents(self._key, index, self.z_dim)
         ws = seg.module.apply(variables, z, truncation_psi=self.truncation_psi, method='map')
-        images, acts = seg.extractor._images_and_acts(variables, ws, None, None, 'const')
-        logits = jax.vmap(lambda p: seg.head.apply({'params': p}, acts))(params)   # (M, N, S, S, K)
+        images, logits = seg.member_logits(params, variables, ws)  # logits (M, N, S, S, K)
         labels = soft_labels(logits)
         if images.shape[1] != images.shape[2]:
             # A generator with cropped output (car: 512x384 inside 512x512): the same rows of the
             # square label map, scaled to its size.
             crop, size = seg.module.crop_rows, labels.shape[2]
-            labels = labels[:, crop[0] * size // images.shape[2]:crop[1] * size // images.shape[2]]
+            labels = labels[:, crop[0] * size // images.shape[2] : crop[1] * size // images.shape[2]]
         if images.shape[1:3] != labels.shape[1:3]:
             # Heads predicting below the generator's resolution (face: 512 px labels of 1024 px images):
             # images are stored at the labels' size, antialiased, so pairs stay aligned pixel for pixel.
-            images = jax.image.resize(images, images.shape[:1] + labels.shape[1:3] + images.shape[3:], 'linear',
-                                      antialias=True)
-        # As gsd.images.to_uint8 (x * 127.5 + 128, floored, clipped), on device.
+            images = jax.image.resize(
+                images, images.shape[:1] + labels.shape[1:3] + images.shape[3:], 'linear', antialias=True
+            )
+        # As gsd.io.images.to_uint8 (x * 127.5 + 128, floored, clipped), on device.
         img = jnp.clip(jnp.floor(images * 127.5 + 128.0), 0, 255).astype(jnp.uint8)
-        return {'image': img, 'logits': labels.astype(jnp.float16), 'z': z, 'w': ws[:, 0],
-                'uncertainty': jensen_shannon(logits) if logits.shape[0] > 1 else jnp.zeros(z.shape[0])}
+        return {
+            'image': img,
+            'logits': labels.astype(jnp.float16),
+            'z': z,
+            'w': ws[:, 0],
+            'uncertainty': jensen_shannon(logits) if logits.shape[0] > 1 else jnp.zeros(z.shape[0]),
+        }
 
     def __call__(self, index: np.ndarray) -> dict:
         """Labels images `index` (length divisible by the mesh size); numpy results on the host."""
@@ -124,13 +131,19 @@ class Labeller:
 # ----------------------------------------------------------------------------------------------
 # Staging (resumable) and materialisation (TFDS).
 
+
 def _settings(config, workdir: pathlib.Path) -> dict:
     c = config.autoshot_data
     heads_meta = json.loads((workdir / 'heads' / 'heads.json').read_text())
-    heads_meta.pop('seconds', None)   # the heads are the same however long they took
-    return {'seed': int(config.seed), 'num_images': int(c.num_images), 'chunk_size': int(c.chunk_size),
-            'truncation_psi': float(c.truncation_psi), 'generator': str(config.generator.checkpoint),
-            'heads': hashlib.sha256(json.dumps(heads_meta, sort_keys=True).encode()).hexdigest()[:16]}
+    heads_meta.pop('seconds', None)  # the heads are the same however long they took
+    return {
+        'seed': int(config.seed),
+        'num_images': int(c.num_images),
+        'chunk_size': int(c.chunk_size),
+        'truncation_psi': float(c.truncation_psi),
+        'generator': str(config.generator.checkpoint),
+        'heads': hashlib.sha256(json.dumps(heads_meta, sort_keys=True).encode()).hexdigest()[:16],
+    }
 
 
 def _chunk_path(staging: pathlib.Path, c: int) -> pathlib.Path:
@@ -152,52 +165,8 @@ def _chunk_ok(path: pathlib.Path, start: int, stop: int) -> bool:
     try:
         with np.load(path) as z:
             return np.array_equal(z['index'], np.arange(start, stop))
-    except Exception:   # noqa: BLE001 - any unreadable chunk is generated again
+    except Exception:  # noqa: BLE001 - any unreadable chunk is generated again
         return False
-
-
-class GsdAutoshot(tfds.core.GeneratorBasedBuilder):
-    """Generated images with the few-shot heads' soft labels (see gsd.synthetic). Built from the
-    staged chunks; read back by name without this class (TFDS rebuilds the builder from its files)."""
-
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES = {'1.0.0': 'First release.'}
-    code_path = None   # nothing to download (and see gsd.toy_tfds on TFDS's code-path lookup)
-
-    def __init__(self, *, staging=None, shapes: dict | None = None, keep=None, num_val: int = 0,
-                 classes=(), description: str = '', **kwargs):
-        kwargs.setdefault('file_format', 'array_record')
-        self._staging, self._shapes, self._keep, self._num_val = staging, shapes, keep, num_val
-        self._classes, self._description = list(classes), description
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        s = self._shapes
-        features = tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=tuple(s['image']), dtype=np.uint8),
-            'logits': tfds.features.Tensor(shape=tuple(s['logits']), dtype=np.float16),
-            'z': tfds.features.Tensor(shape=tuple(s['z']), dtype=np.float32),
-            'w': tfds.features.Tensor(shape=tuple(s['w']), dtype=np.float32),
-            'index': np.int64,
-            'uncertainty': np.float32,
-        })
-        return tfds.core.DatasetInfo(builder=self, description=self._description, features=features,
-                                     disable_shuffling=True,
-                                     metadata=tfds.core.MetadataDict(classes=self._classes))
-
-    def _split_generators(self, dl_manager):
-        keep = np.asarray(self._keep)
-        cut = len(keep) - self._num_val
-        return {'train': self._generate_examples(keep[:cut]), 'validation': self._generate_examples(keep[cut:])}
-
-    def _generate_examples(self, indices):
-        wanted = set(int(i) for i in indices)
-        for path in sorted(pathlib.Path(self._staging).glob('chunk_*.npz')):
-            with np.load(path) as z:
-                for j, i in enumerate(z['index']):
-                    if int(i) in wanted:
-                        yield int(i), {k: z[k][j] for k in ('image', 'logits', 'z', 'w', 'uncertainty')} | {
-                            'index': int(i)}
 
 
 def _config_name(num: int, kept: int) -> str:
@@ -211,28 +180,33 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     out = workdir / 'autoshot_data'
     staging = out / 'staging'
     if cfg.num_images < 2 or not 0 <= cfg.val_fraction < 1 or not 0 <= cfg.filter_fraction < 1:
-        raise ValueError(f'autoshot_data: need num_images >= 2, 0 <= val_fraction < 1, 0 <= filter_fraction < 1; '
-                         f'got {cfg.num_images}, {cfg.val_fraction}, {cfg.filter_fraction}')
+        raise ValueError(
+            f'autoshot_data: need num_images >= 2, 0 <= val_fraction < 1, 0 <= filter_fraction < 1; '
+            f'got {cfg.num_images}, {cfg.val_fraction}, {cfg.filter_fraction}'
+        )
     settings = _settings(config, workdir)
     staging.mkdir(parents=True, exist_ok=True)
     record = out / 'settings.json'
     if record.exists():
         before = json.loads(record.read_text())
         if before != settings:
-            raise ValueError(f'{out}: holds a dataset made with {before}, not {settings}; use a new workdir '
-                             f'or delete {out}')
+            raise ValueError(
+                f'{out}: holds a dataset made with {before}, not {settings}; use a new workdir or delete {out}'
+            )
     elif jax.process_index() == 0:
         record.write_text(json.dumps(settings, indent=1))
-    done = _materialised(out)
+    done = autoshot_dataset.materialised(out)
     if done is not None:
         print(f'autoshot_data: {out / "tfds"} already holds the dataset ({done["kept"]} images); kept')
         return done
 
     t0 = time.time()
-    seg = fewshot.load(workdir, config)
+    seg = segmenters.load_heads(workdir / 'heads', *generator.build_generator(config.generator))
     if cfg.filter_fraction > 0 and jax.tree.leaves(seg.params)[0].shape[0] < 2:
-        raise ValueError('autoshot_data.filter_fraction needs an ensemble of heads (fewshot.ensemble >= 2): '
-                         'the uncertainty score compares members')
+        raise ValueError(
+            'autoshot_data.filter_fraction needs an ensemble of heads (fewshot.ensemble >= 2): '
+            'the uncertainty score compares members'
+        )
     devices = jax.local_devices()
     mesh = Mesh(np.asarray(devices), ('data',))
     batch = cfg.batch_size
@@ -251,15 +225,16 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         start, stop = c * chunk, min(n, (c + 1) * chunk)
         parts = []
         for s in range(start, stop, batch):
-            index = np.arange(s, s + batch)            # the last batch may run past n: trimmed below
+            index = np.arange(s, s + batch)  # the last batch may run past n: trimmed below
             parts.append(labeller(index))
-        arrays = {key: np.concatenate([p[key] for p in parts])[:stop - start] for key in parts[0]}
+        arrays = {key: np.concatenate([p[key] for p in parts])[: stop - start] for key in parts[0]}
         arrays['index'] = np.arange(start, stop)
         _write_atomic_npz(_chunk_path(staging, c), arrays)
         progress.report(len(chunks) - len(todo) + k + 1)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices('gsd.synthetic: chunks staged')
+
+        multihost_utils.sync_global_devices('gsd.pipeline.autoshot_data: chunks staged')
     result = None
     if jax.process_index() == 0:
         result = _materialise(out, staging, n, chunk, cfg, config)
@@ -267,10 +242,13 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         (out / 'dataset.json').write_text(json.dumps(result, indent=1))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices('gsd.synthetic: dataset written')
-        result = _materialised(out)
-    print(f'autoshot_data: {result["kept"]} labelled images ({result["train"]} train, {result["validation"]} '
-          f'validation) in {out / "tfds"}; {result["seconds_generation"]} s')
+
+        multihost_utils.sync_global_devices('gsd.pipeline.autoshot_data: dataset written')
+        result = autoshot_dataset.materialised(out)
+    print(
+        f'autoshot_data: {result["kept"]} labelled images ({result["train"]} train, {result["validation"]} '
+        f'validation) in {out / "tfds"}; {result["seconds_generation"]} s'
+    )
     return result
 
 
@@ -286,40 +264,35 @@ def _materialise(out: pathlib.Path, staging: pathlib.Path, n: int, chunk: int, c
     drop = int(round(cfg.filter_fraction * n))
     # Stable order: ties (e.g. all zero) keep the lowest indices.
     order = np.argsort(scores, kind='stable')
-    keep = np.sort(order[:n - drop])
+    keep = np.sort(order[: n - drop])
     num_val = int(round(cfg.val_fraction * len(keep)))
     if len(keep) - num_val < 1:
         raise ValueError(f'autoshot_data: no training images left ({len(keep)} kept, {num_val} validation)')
     name = _config_name(n, len(keep))
     builder_config = tfds.core.BuilderConfig(name=name, description=f'{n} generated, {len(keep)} kept')
     classes = list(config.classes.names)
-    builder = GsdAutoshot(staging=staging, shapes=shapes, keep=keep, num_val=num_val, classes=classes,
-                              description=f'gsd auto-shot dataset: {n} generated images labelled by the '
-                                          f'few-shot heads; classes {classes}',
-                              config=builder_config, data_dir=out / 'tfds')
-    tfds.disable_progress_bar()   # gsd prints its own progress; TFDS's bars flood logs
+    builder = autoshot_dataset.GsdAutoshot(
+        staging=staging,
+        shapes=shapes,
+        keep=keep,
+        num_val=num_val,
+        classes=classes,
+        description=f'gsd auto-shot dataset: {n} generated images labelled by the few-shot heads; classes {classes}',
+        config=builder_config,
+        data_dir=out / 'tfds',
+    )
+    tfds.disable_progress_bar()  # gsd prints its own progress; TFDS's bars flood logs
     builder.download_and_prepare()
-    return {'name': f'{DATASET}/{name}', 'data_dir': str(out / 'tfds'), 'generated': n, 'kept': int(len(keep)),
-            'dropped_most_uncertain': drop, 'train': int(len(keep) - num_val), 'validation': num_val,
-            'classes': classes, 'image_shape': list(shapes['image']), 'logits_shape': list(shapes['logits']),
-            'uncertainty_mean': float(scores.mean())}
-
-
-def _materialised(out: pathlib.Path):
-    """The dataset.json of a complete dataset, else None (dataset.json is written after TFDS's rename)."""
-    path = out / 'dataset.json'
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def sources(workdir) -> tuple[dict, object, object]:
-    """(dataset.json, train source, validation source): TFDS random-access sources (records are
-    dicts of numpy arrays) of WORKDIR's complete auto-shot dataset."""
-    out = pathlib.Path(workdir) / 'autoshot_data'
-    meta = _materialised(out)
-    if meta is None:
-        raise FileNotFoundError(f'{out}: no complete auto-shot dataset here; run the autoshot_data stage '
-                                f'(an interrupted one resumes)')
-    train = tfds.data_source(meta['name'], split='train', data_dir=meta['data_dir'], download=False)
-    val = tfds.data_source(meta['name'], split='validation', data_dir=meta['data_dir'], download=False) \
-        if meta['validation'] else None
-    return meta, train, val
+    return {
+        'name': f'{autoshot_dataset.DATASET}/{name}',
+        'data_dir': str(out / 'tfds'),
+        'generated': n,
+        'kept': int(len(keep)),
+        'dropped_most_uncertain': drop,
+        'train': int(len(keep) - num_val),
+        'validation': num_val,
+        'classes': classes,
+        'image_shape': list(shapes['image']),
+        'logits_shape': list(shapes['logits']),
+        'uncertainty_mean': float(scores.mean()),
+    }

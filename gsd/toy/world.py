@@ -3,8 +3,8 @@
 FFHQ and CelebAMask-HQ cannot be downloaded here, so gsd ships a world a small StyleGAN2 can learn
 in a couple of CPU hours: flat-shaded cartoon faces (skin ellipse, hair cap, two eyes, nose, mouth)
 over smooth textured backgrounds, with wide variation in placement, size, rotation, proportions and
-colours but no fine detail. Every render comes with its ground-truth mask; `annotate` (implemented in
-gsd.toy_annotate) labels *generated* images from their pixels alone, standing in for the person who
+colours but no fine detail. Every render comes with its ground-truth mask; `gsd.toy.annotate`
+(gsd.toy.annotator) labels *generated* images from their pixels alone, standing in for the person who
 labels the one to ten samples the few-shot head learns from.
 
 Colour families are disjoint by design so that labels can be read from pixels: skin is orange-hued
@@ -30,21 +30,24 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from gsd import images
+from gsd.io import images
 
 CLASSES: tuple[str, ...] = ('background', 'skin', 'hair', 'left_eye', 'right_eye', 'nose', 'mouth')
 BACKGROUND, SKIN, HAIR, LEFT_EYE, RIGHT_EYE, NOSE, MOUTH = range(len(CLASSES))
 
 # One clearly distinct colour per class for colour-coded masks and overlays.
-PALETTE = np.array([
-    [0, 0, 0],          # background
-    [250, 190, 140],    # skin
-    [120, 60, 10],      # hair
-    [40, 110, 255],     # left_eye
-    [30, 220, 90],      # right_eye
-    [255, 230, 0],      # nose
-    [230, 20, 60],      # mouth
-], np.uint8)
+PALETTE = np.array(
+    [
+        [0, 0, 0],  # background
+        [250, 190, 140],  # skin
+        [120, 60, 10],  # hair
+        [40, 110, 255],  # left_eye
+        [30, 220, 90],  # right_eye
+        [255, 230, 0],  # nose
+        [230, 20, 60],  # mouth
+    ],
+    np.uint8,
+)
 
 HAIR_STYLES = ('crop', 'bangs', 'long', 'side_part')
 
@@ -60,42 +63,43 @@ class FaceParams:
     Positions are fractions of the image side; face-frame quantities (u, v) are in units of the face
     half-height b = face_height / 2. Colours are RGB floats in [0, 1].
     """
-    size: int                        # output side in pixels
-    center: tuple[float, float]      # face-ellipse centre (x, y)
-    face_height: float               # skin-ellipse height / image side
-    aspect: float                    # face width / height
-    angle: float                     # radians; positive turns the face clockwise on screen
+
+    size: int  # output side in pixels
+    center: tuple[float, float]  # face-ellipse centre (x, y)
+    face_height: float  # skin-ellipse height / image side
+    aspect: float  # face width / height
+    angle: float  # radians; positive turns the face clockwise on screen
     skin: tuple[float, float, float]
-    light: tuple[float, float]       # shading = 1 + light . (u / aspect, v) on skin, nose and hair
-    hair_style: str                  # one of HAIR_STYLES
+    light: tuple[float, float]  # shading = 1 + light . (u / aspect, v) on skin, nose and hair
+    hair_style: str  # one of HAIR_STYLES
     hair: tuple[float, float, float]
-    hair_volume: float               # how far the hair cap stands out of the face ellipse
-    hairline: float                  # hair covers v < -hairline + curve u^2 + tilt u
+    hair_volume: float  # how far the hair cap stands out of the face ellipse
+    hairline: float  # hair covers v < -hairline + curve u^2 + tilt u
     hairline_curve: float
     hairline_tilt: float
-    back_hair: tuple[float, float]   # (half-width, bottom v) of hair behind the face; (0, 0) = none
-    eye_spacing: float               # eye centres at u = -/+ eye_spacing
+    back_hair: tuple[float, float]  # (half-width, bottom v) of hair behind the face; (0, 0) = none
+    eye_spacing: float  # eye centres at u = -/+ eye_spacing
     eye_y: float
-    eye_size: tuple[float, float]    # sclera semi-axes (u, v)
+    eye_size: tuple[float, float]  # sclera semi-axes (u, v)
     pupil_radius: float
-    gaze: tuple[float, float]        # pupil offset from the eye centre, same for both eyes
+    gaze: tuple[float, float]  # pupil offset from the eye centre, same for both eyes
     sclera: tuple[float, float, float]
     pupil: tuple[float, float, float]
-    nose_shape: str                  # 'ellipse' or 'triangle' (apex up)
-    nose_center: float               # v of the nose centre (on the face axis)
-    nose_size: tuple[float, float]   # semi-axes (u, v)
-    nose_shade: float                # nose colour = skin * nose_shade (then shading)
-    mouth_center: float              # v of the mouth centre
+    nose_shape: str  # 'ellipse' or 'triangle' (apex up)
+    nose_center: float  # v of the nose centre (on the face axis)
+    nose_size: tuple[float, float]  # semi-axes (u, v)
+    nose_shade: float  # nose colour = skin * nose_shade (then shading)
+    mouth_center: float  # v of the mouth centre
     mouth_size: tuple[float, float]  # semi-axes (u, v) of the lips
-    smile: float                     # corners move up by smile * mouth half-height
-    mouth_open: bool                 # open mouths show a dark inner ellipse (still class mouth)
+    smile: float  # corners move up by smile * mouth half-height
+    mouth_open: bool  # open mouths show a dark inner ellipse (still class mouth)
     lips: tuple[float, float, float]
     mouth_inside: tuple[float, float, float]
-    background: tuple[tuple[float, float, float], ...]   # three colours
+    background: tuple[tuple[float, float, float], ...]  # three colours
     bg_gradient: tuple[float, float]  # linear blend colour 0 -> 1 along this vector
     bg_waves: tuple[tuple[float, float, float, float], ...]  # (fx, fy cycles/side, phase, amplitude)
-    bg_sharpness: float              # blend toward colour 2 by 0.5 + 0.5 tanh(sharpness * waves)
-    bg_mix: float                    # at most this much of colour 2
+    bg_sharpness: float  # blend toward colour 2 by 0.5 + 0.5 tanh(sharpness * waves)
+    bg_mix: float  # at most this much of colour 2
 
 
 def _hsv(h_deg, s, v) -> tuple[float, float, float]:
@@ -106,16 +110,24 @@ def _skin_colour(rng) -> tuple[float, float, float]:
     # Families from pale to brown; saturation >= 0.25 keeps even pale skin apart from near-grey eyes,
     # value >= 0.55 keeps the darkest skin well above the hair (<= 0.28) after shading.
     family = rng.integers(4)
-    h, s, v = [((20, 30), (0.25, 0.33), (0.88, 0.97)), ((22, 32), (0.32, 0.45), (0.80, 0.92)),
-               ((22, 32), (0.42, 0.55), (0.68, 0.82)), ((20, 28), (0.45, 0.60), (0.55, 0.66))][family]
+    h, s, v = [
+        ((20, 30), (0.25, 0.33), (0.88, 0.97)),
+        ((22, 32), (0.32, 0.45), (0.80, 0.92)),
+        ((22, 32), (0.42, 0.55), (0.68, 0.82)),
+        ((20, 28), (0.45, 0.60), (0.55, 0.66)),
+    ][family]
     return _hsv(rng.uniform(*h), rng.uniform(*s), rng.uniform(*v))
 
 
 def _hair_colour(rng) -> tuple[float, float, float]:
     # Black, dark brown, auburn, blue-black: all dark, so never mistaken for skin or background.
     family = rng.integers(4)
-    h, s, v = [((0, 360), (0.0, 0.3), (0.05, 0.15)), ((15, 35), (0.45, 0.75), (0.14, 0.26)),
-               ((5, 18), (0.55, 0.8), (0.18, 0.28)), ((210, 260), (0.4, 0.7), (0.15, 0.28))][family]
+    h, s, v = [
+        ((0, 360), (0.0, 0.3), (0.05, 0.15)),
+        ((15, 35), (0.45, 0.75), (0.14, 0.26)),
+        ((5, 18), (0.55, 0.8), (0.18, 0.28)),
+        ((210, 260), (0.4, 0.7), (0.15, 0.28)),
+    ][family]
     return _hsv(rng.uniform(*h), rng.uniform(*s), rng.uniform(*v))
 
 
@@ -137,8 +149,7 @@ def _layout(rng, aspect: float) -> dict:
         if my + mh <= 0.78 and (mw / aspect) ** 2 + (my - smile * mh) ** 2 <= 0.62:
             break
     style = HAIR_STYLES[rng.integers(len(HAIR_STYLES))]
-    curve = rng.uniform(*{'crop': (0.3, 0.8), 'bangs': (0.0, 0.2), 'long': (0.3, 0.8),
-                          'side_part': (0.2, 0.6)}[style])
+    curve = rng.uniform(*{'crop': (0.3, 0.8), 'bangs': (0.0, 0.2), 'long': (0.3, 0.8), 'side_part': (0.2, 0.6)}[style])
     tilt = rng.choice([-1, 1]) * rng.uniform(0.25, 0.45) if style == 'side_part' else 0.0
     lowest = rng.uniform(0.0, 0.2) + {'crop': 0.45, 'bangs': 0.3, 'long': 0.45, 'side_part': 0.4}[style]
     # The hairline stays 0.2 above the eyes across their whole width (hair never touches an eye) and
@@ -146,17 +157,32 @@ def _layout(rng, aspect: float) -> dict:
     # with the crown); curve and tilt shrink where both cannot hold otherwise.
     clear, reach = eh - ey + 0.2, ex + ew
     hairline = min(max(lowest, clear + 0.02), 0.85)
-    drop = curve * reach ** 2 + abs(tilt) * reach
+    drop = curve * reach**2 + abs(tilt) * reach
     shrink = min(1.0, max(hairline - clear, 0.0) / drop) if drop > 0 else 1.0
     curve, tilt = curve * shrink, tilt * shrink
     back_hair = (aspect + rng.uniform(0.15, 0.35), rng.uniform(0.4, 1.3)) if style == 'long' else (0.0, 0.0)
     pr = eh * rng.uniform(0.45, 0.62)
     gaze = (rng.uniform(-1, 1) * 0.55 * (ew - pr), rng.uniform(-1, 1) * 0.45 * (eh - pr))
-    return dict(eye_spacing=ex, eye_y=ey, eye_size=(ew, eh), pupil_radius=pr, gaze=gaze,
-                nose_shape=('ellipse', 'triangle')[rng.integers(2)], nose_center=ny,
-                nose_size=(nw, nh), mouth_center=my, mouth_size=(mw, mh), smile=smile,
-                mouth_open=mouth_open, hair_style=style, hairline=hairline, hairline_curve=curve,
-                hairline_tilt=float(tilt), back_hair=back_hair, hair_volume=rng.uniform(0.08, 0.2))
+    return dict(
+        eye_spacing=ex,
+        eye_y=ey,
+        eye_size=(ew, eh),
+        pupil_radius=pr,
+        gaze=gaze,
+        nose_shape=('ellipse', 'triangle')[rng.integers(2)],
+        nose_center=ny,
+        nose_size=(nw, nh),
+        mouth_center=my,
+        mouth_size=(mw, mh),
+        smile=smile,
+        mouth_open=mouth_open,
+        hair_style=style,
+        hairline=hairline,
+        hairline_curve=curve,
+        hairline_tilt=float(tilt),
+        back_hair=back_hair,
+        hair_volume=rng.uniform(0.08, 0.2),
+    )
 
 
 def _part_extents(lay: dict) -> np.ndarray:
@@ -174,23 +200,31 @@ def _part_extents(lay: dict) -> np.ndarray:
 
 # Points spread uniformly over the unit disk (sunflower pattern): the visible share of the face
 # ellipse is the share of these points that land in the image.
-_DISK = np.stack([np.sqrt((np.arange(400) + 0.5) / 400) * np.cos(np.arange(400) * 2.39996),
-                  np.sqrt((np.arange(400) + 0.5) / 400) * np.sin(np.arange(400) * 2.39996)], 1)
+_DISK = np.stack(
+    [
+        np.sqrt((np.arange(400) + 0.5) / 400) * np.cos(np.arange(400) * 2.39996),
+        np.sqrt((np.arange(400) + 0.5) / 400) * np.sin(np.arange(400) * 2.39996),
+    ],
+    1,
+)
 
 
 def _to_image(center, b: float, angle: float, pts: np.ndarray) -> np.ndarray:
     """Face-frame points (u, v) -> image coordinates; the inverse of `_face_frame`."""
     c, s = np.cos(angle), np.sin(angle)
-    return np.stack([center[0] + b * (c * pts[:, 0] - s * pts[:, 1]),
-                     center[1] + b * (s * pts[:, 0] + c * pts[:, 1])], 1)
+    return np.stack(
+        [center[0] + b * (c * pts[:, 0] - s * pts[:, 1]), center[1] + b * (s * pts[:, 0] + c * pts[:, 1])], 1
+    )
 
 
 def _background_params(rng) -> dict:
     # Hues within 35 degrees of a base in 95..265 keep every blend of the three colours away from
     # the skin and lip hues; value >= 0.55 keeps it far brighter than hair.
     base = rng.uniform(95, 265)
-    colours = tuple(_hsv(np.clip(base + rng.uniform(-35, 35), 90, 270), rng.uniform(0.22, 0.65),
-                         rng.uniform(0.55, 0.95)) for _ in range(3))
+    colours = tuple(
+        _hsv(np.clip(base + rng.uniform(-35, 35), 90, 270), rng.uniform(0.22, 0.65), rng.uniform(0.55, 0.95))
+        for _ in range(3)
+    )
     a = rng.uniform(0, 2 * np.pi)
     gradient = tuple(rng.uniform(0.5, 1.5) * np.array([np.cos(a), np.sin(a)]))
     stripes = rng.random() < 0.4
@@ -198,11 +232,16 @@ def _background_params(rng) -> dict:
     for _ in range(1 if stripes else 3):
         # Low frequencies only (at most 4.5 cycles per side) so the GAN can reproduce them.
         f, d = rng.uniform(2.0, 4.5) if stripes else rng.uniform(0.8, 2.2), rng.uniform(0, 2 * np.pi)
-        waves.append((f * np.cos(d), f * np.sin(d), rng.uniform(0, 2 * np.pi),
-                      1.0 if stripes else rng.uniform(0.5, 1.0)))
-    return dict(background=colours, bg_gradient=tuple(float(g) for g in gradient),
-                bg_waves=tuple(tuple(float(x) for x in w) for w in waves),
-                bg_sharpness=rng.uniform(1.5, 3.5), bg_mix=rng.uniform(0.4, 0.9))
+        waves.append(
+            (f * np.cos(d), f * np.sin(d), rng.uniform(0, 2 * np.pi), 1.0 if stripes else rng.uniform(0.5, 1.0))
+        )
+    return dict(
+        background=colours,
+        bg_gradient=tuple(float(g) for g in gradient),
+        bg_waves=tuple(tuple(float(x) for x in w) for w in waves),
+        bg_sharpness=rng.uniform(1.5, 3.5),
+        bg_mix=rng.uniform(0.4, 0.9),
+    )
 
 
 def random_params(rng: np.random.Generator, size: int = 64) -> FaceParams:
@@ -223,17 +262,24 @@ def random_params(rng: np.random.Generator, size: int = 64) -> FaceParams:
         if np.all((face >= 0) & (face <= 1), 1).mean() >= 0.85 and np.all((p >= 0.04) & (p <= 0.96)):
             break
     else:
-        center = (0.5, 0.5)   # always valid: the largest face fits when centred
+        center = (0.5, 0.5)  # always valid: the largest face fits when centred
     return FaceParams(
-        size=int(size), center=tuple(float(c) for c in center), face_height=face_height,
-        aspect=aspect, angle=float(angle), skin=_skin_colour(rng),
-        light=(float(light * np.cos(light_dir)), float(light * np.sin(light_dir))), hair=_hair_colour(rng),
+        size=int(size),
+        center=tuple(float(c) for c in center),
+        face_height=face_height,
+        aspect=aspect,
+        angle=float(angle),
+        skin=_skin_colour(rng),
+        light=(float(light * np.cos(light_dir)), float(light * np.sin(light_dir))),
+        hair=_hair_colour(rng),
         sclera=_hsv(rng.uniform(0, 360), rng.uniform(0, 0.05), rng.uniform(0.9, 1.0)),
         pupil=_hsv(rng.uniform(0, 360), rng.uniform(0, 0.35), rng.uniform(0.04, 0.18)),
         nose_shade=rng.uniform(0.62, 0.76),
         lips=_hsv(rng.uniform(325, 352), rng.uniform(0.45, 0.75), rng.uniform(0.55, 0.85)),
         mouth_inside=_hsv(rng.uniform(330, 352), rng.uniform(0.6, 0.85), rng.uniform(0.3, 0.4)),
-        **lay, **_background_params(rng))
+        **lay,
+        **_background_params(rng),
+    )
 
 
 def _face_frame(p: FaceParams, x: np.ndarray, y: np.ndarray):
@@ -273,9 +319,9 @@ def _paint(p: FaceParams, coords: np.ndarray):
         half = (bottom - top) / 2
         cover = (u / p.back_hair[0]) ** 4 + ((v - top - half) / half) ** 4 <= 1
         _draw(rgb, label, cover, hair, HAIR)
-    _draw(rgb, label, (u / p.aspect) ** 2 + v ** 2 <= 1, np.array(p.skin) * shade, SKIN)
+    _draw(rgb, label, (u / p.aspect) ** 2 + v**2 <= 1, np.array(p.skin) * shade, SKIN)
     cap = (u / (p.aspect + 0.6 * t)) ** 2 + ((v + 0.5 * t) / (1 + 0.5 * t)) ** 2 <= 1
-    hairline = -p.hairline + p.hairline_curve * u ** 2 + p.hairline_tilt * u
+    hairline = -p.hairline + p.hairline_curve * u**2 + p.hairline_tilt * u
     _draw(rgb, label, cap & (v < hairline), hair, HAIR)
     (ew, eh), (gu, gv) = p.eye_size, p.gaze
     for cls, side in ((LEFT_EYE, -1), (RIGHT_EYE, 1)):
@@ -284,7 +330,7 @@ def _paint(p: FaceParams, coords: np.ndarray):
         eu, ev = u - side * p.eye_spacing, v - p.eye_y
         sclera = (eu / ew) ** 2 + (ev / eh) ** 2 <= 1
         _draw(rgb, label, sclera, p.sclera, cls)
-        _draw(rgb, label, sclera & ((eu - gu) ** 2 + (ev - gv) ** 2 <= p.pupil_radius ** 2), p.pupil, cls)
+        _draw(rgb, label, sclera & ((eu - gu) ** 2 + (ev - gv) ** 2 <= p.pupil_radius**2), p.pupil, cls)
     (nw, nh), ny = p.nose_size, p.nose_center
     if p.nose_shape == 'triangle':
         # Apex up at ny - 1.2 nh, base at ny + nh, 2.5 nw wide: about the ellipse's area.
@@ -294,7 +340,7 @@ def _paint(p: FaceParams, coords: np.ndarray):
         nose = (u / nw) ** 2 + ((v - ny) / nh) ** 2 <= 1
     _draw(rgb, label, nose, np.array(p.skin) * p.nose_shade * shade, NOSE)
     (mw, mh), my = p.mouth_size, p.mouth_center
-    bend = p.smile * mh * (u / mw) ** 2     # corners up for a smile, down for a frown
+    bend = p.smile * mh * (u / mw) ** 2  # corners up for a smile, down for a frown
     _draw(rgb, label, (u / mw) ** 2 + ((v - my + bend) / mh) ** 2 <= 1, p.lips, MOUTH)
     if p.mouth_open:
         inner = (u / (0.72 * mw)) ** 2 + ((v - my + bend) / (0.5 * mh)) ** 2 <= 1
@@ -312,7 +358,7 @@ def render(params: FaceParams) -> tuple[np.ndarray, np.ndarray]:
     # between machines' rounding, is then vanishingly rare.
     rgb, label = _paint(params, (np.arange(n * k) + 0.5) / (n * k))
     image = rgb.reshape(n, k, n, k, 3).mean((1, 3))
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label[k // 2::k, k // 2::k].copy()
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label[k // 2 :: k, k // 2 :: k].copy()
 
 
 def sample(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -326,27 +372,6 @@ def sample(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     imgs = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)
     masks = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, size, size), np.uint8)
     return imgs, masks
-
-
-def annotate(image: np.ndarray) -> np.ndarray | None:
-    """Part mask for a generated toy image from its pixels alone, or None; see gsd.toy_annotate."""
-    # Imported here because gsd.toy_annotate imports this module for CLASSES.
-    from gsd import toy_annotate
-    return toy_annotate.annotate(image)
-
-
-PRETRAINED_DIR = pathlib.Path(__file__).parent / 'assets' / 'toy_generator'
-
-
-def pretrained(dtype=None):
-    """(module, variables) of the toy generator shipped with gsd (64 px StyleGAN2 trained by
-    configs/toy_gan.py; its docstring records the command, time and quality). Usable anywhere a
-    loaded checkpoint is, e.g. `generator.checkpoint = 'gsd:toy'` in a config."""
-    from gsd import stylegan2   # imported here: the renderer itself needs no JAX
-    kw = {} if dtype is None else {'dtype': dtype}
-    if not (PRETRAINED_DIR / 'gsd_stylegan2.json').exists():
-        raise FileNotFoundError(f'{PRETRAINED_DIR}: the shipped toy generator is missing from this install')
-    return stylegan2.load(PRETRAINED_DIR, 'G_ema', **kw)
 
 
 def _valid_png(path: pathlib.Path, size: int, mode: str) -> bool:
@@ -375,8 +400,9 @@ def write_image_folder(out_dir, n: int, seed: int, size: int = 64) -> int:
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if (old.get('seed'), old.get('size'), old.get('classes')) != (seed, size, list(CLASSES)):
-            raise ValueError(f'{meta_path}: folder holds seed={old.get("seed")} size={old.get("size")}, '
-                             f'not seed={seed} size={size}')
+            raise ValueError(
+                f'{meta_path}: folder holds seed={old.get("seed")} size={old.get("size")}, not seed={seed} size={size}'
+            )
     else:
         fd, tmp = tempfile.mkstemp(prefix='.classes.', suffix='.json', dir=out)
         with os.fdopen(fd, 'w') as f:
@@ -425,4 +451,4 @@ def composite(seed: int, width: int = 192, height: int = 128, sizes=(96, 56, 36)
         label[region][face] = tile_label[face]
         left += s + g
     image = rgb.reshape(height, k, width, k, 3).mean((1, 3))
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label[k // 2::k, k // 2::k].copy()
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label[k // 2 :: k, k // 2 :: k].copy()

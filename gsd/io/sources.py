@@ -30,6 +30,7 @@ class UnreadableImageWarning(UserWarning):
 # ----------------------------------------------------------------------------------------------
 # Any decoded PIL image -> square uint8 RGB at the training resolution.
 
+
 def _png_significant_bits(path) -> int | None:
     """The greyscale entry of a PNG's sBIT chunk (the bits the writer really used), or None.
 
@@ -46,9 +47,9 @@ def _png_significant_bits(path) -> int | None:
                     return None
                 length, kind = struct.unpack('>I4s', header)
                 if kind in (b'IDAT', b'IEND'):
-                    return None   # sBIT must come before the image data
+                    return None  # sBIT must come before the image data
                 data = f.read(length)
-                f.seek(4, os.SEEK_CUR)   # CRC
+                f.seek(4, os.SEEK_CUR)  # CRC
                 if kind == b'sBIT' and len(data) >= 1:
                     return data[0] if 1 <= data[0] <= 16 else None
     except OSError:
@@ -64,11 +65,11 @@ def _high_depth_grey_to_rgb(img: Image.Image, path) -> Image.Image:
     """
     bits = (_png_significant_bits(path) if path is not None else None) or 16
     x = np.asarray(img, np.float64)
-    grey = np.round(np.clip(x * (255.0 / (2 ** bits - 1)), 0, 255)).astype(np.uint8)
+    grey = np.round(np.clip(x * (255.0 / (2**bits - 1)), 0, 255)).astype(np.uint8)
     return Image.fromarray(grey, 'L').convert('RGB')
 
 
-def _to_rgb(img: Image.Image, path=None) -> Image.Image:
+def to_rgb(img: Image.Image, path=None) -> Image.Image:
     """Any Pillow mode -> RGB. Transparent images are composited over white (a transparent
     background is most often blank paper or a web page, and white keeps it from reading as black)."""
     if img.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
@@ -97,7 +98,7 @@ def _square_resize(img: Image.Image, resolution: int) -> Image.Image:
     return img.resize((resolution, resolution), resample)
 
 
-def _array_to_square(image: np.ndarray, resolution: int | None) -> np.ndarray:
+def array_to_square(image: np.ndarray, resolution: int | None) -> np.ndarray:
     """uint8 (H, W), (H, W, 1) or (H, W, 3) -> (R, R, 3) uint8 (unchanged size when resolution is None)."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -115,6 +116,7 @@ def _array_to_square(image: np.ndarray, resolution: int | None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # Sources (grain's RandomAccessDataSource protocol: __len__ and __getitem__).
+
 
 class ImageFolderSource:
     """Every image under `root` (recursively; .png .jpg .jpeg .bmp .webp, any case), sorted by path,
@@ -138,10 +140,9 @@ class ImageFolderSource:
         self.root = pathlib.Path(root)
         self.resolution = None if resolution is None else int(resolution)
         self.skipped: list[tuple[str, str]] = []
-        self._lock = threading.Lock()   # grain reads with several threads
+        self._lock = threading.Lock()  # grain reads with several threads
         self._bad: set[int] = set()
-        candidates = sorted(p for p in self.root.rglob('*')
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        candidates = sorted(p for p in self.root.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         self.paths: list[pathlib.Path] = []
         self.sizes: list[tuple[int, int]] = []
         self.modes: list[str] = []
@@ -149,7 +150,7 @@ class ImageFolderSource:
             try:
                 with Image.open(path) as img:
                     size, mode = img.size, img.mode
-            except Exception as e:   # noqa: BLE001 - any failure of a foreign file means "skip it"
+            except Exception as e:  # noqa: BLE001 - any failure of a foreign file means "skip it"
                 self._skip(path, f'cannot open: {type(e).__name__}: {e}')
                 continue
             if min(size) < 1:
@@ -159,8 +160,10 @@ class ImageFolderSource:
             self.sizes.append(size)
             self.modes.append(mode)
         if not self.paths:
-            raise ValueError(f'no readable image (.png .jpg .jpeg .bmp .webp) under {self.root} '
-                             f'({len(candidates)} candidate files, {len(self.skipped)} unreadable)')
+            raise ValueError(
+                f'no readable image (.png .jpg .jpeg .bmp .webp) under {self.root} '
+                f'({len(candidates)} candidate files, {len(self.skipped)} unreadable)'
+            )
 
     def _skip(self, path, reason: str) -> None:
         self.skipped.append((str(path), reason))
@@ -176,7 +179,7 @@ class ImageFolderSource:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             # np.array: an owned, writable copy (arrays viewing PIL's buffer are read-only).
-            rgb = _to_rgb(img, path)
+            rgb = to_rgb(img, path)
             return np.array(rgb if self.resolution is None else _square_resize(rgb, self.resolution), np.uint8)
 
     def __getitem__(self, i) -> np.ndarray:
@@ -191,7 +194,7 @@ class ImageFolderSource:
                 continue
             try:
                 return self.load(j)
-            except Exception as e:   # noqa: BLE001 - truncated/corrupt data: skip the file, keep training
+            except Exception as e:  # noqa: BLE001 - truncated/corrupt data: skip the file, keep training
                 with self._lock:
                     if j not in self._bad:
                         self._bad.add(j)
@@ -200,7 +203,7 @@ class ImageFolderSource:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        del state['_lock']   # locks do not pickle (grain sends the source to worker processes)
+        del state['_lock']  # locks do not pickle (grain sends the source to worker processes)
         return state
 
     def __setstate__(self, state):
@@ -211,10 +214,42 @@ class ImageFolderSource:
         return f'ImageFolderSource({str(self.root)!r}, {self.resolution}: {len(self)} images)'
 
 
+def read_folder(folder, resolution: int | None):
+    """Decode every image under `folder` (see ImageFolderSource; unreadable files are warned about and
+    skipped): (images, relative paths, skipped [(path, reason)]). A missing folder, or one where no file
+    decodes, is an error naming the folder."""
+    root = pathlib.Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f'{root}: no such folder')
+    with warnings.catch_warnings():
+        warnings.simplefilter('always', UnreadableImageWarning)
+        source = ImageFolderSource(root, resolution)
+        images, paths = [], []
+        for i, path in enumerate(source.paths):
+            try:
+                images.append(source.load(i))
+                paths.append(path.relative_to(root))
+            except Exception as e:  # noqa: BLE001 - a bad file is named and skipped, never stops the batch
+                source._skip(path, f'cannot decode: {type(e).__name__}: {e}')
+    if not images:
+        raise ValueError(f'no image under {root} can be decoded ({len(source.skipped)} unreadable)')
+    return images, paths, source.skipped
+
+
+def output_names(paths) -> list[str]:
+    """Output names for relative input paths, unique: the path without its suffix ('a/x' for a/x.png),
+    with the suffix kept where two files differ only by it ('x_png', 'x_jpg')."""
+    stems = [str(pathlib.PurePosixPath(*p.parts).with_suffix('')) for p in paths]
+    counts: dict = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [s if counts[s] == 1 else f'{s}_{p.suffix[1:].lower()}' for s, p in zip(stems, paths)]
+
+
 class ToySource:
     """The procedural toy world: image i is toy.sample(..., seed, resolution)'s image i, rendered alone."""
 
-    def __init__(self, resolution: int, seed: int, length: int = 2 ** 31 - 1):
+    def __init__(self, resolution: int, seed: int, length: int = 2**31 - 1):
         self.resolution, self.seed, self.length = int(resolution), int(seed), int(length)
 
     def __len__(self) -> int:
@@ -235,15 +270,17 @@ class TfdsSource:
     centre-cropped and resized like the folder source when `resolution` is given and differs.
 
     `name` is what tfds.data_source takes: 'dataset', 'dataset/config' or 'dataset/config:version'
-    (for a gsd.toy_tfds.build: 'toy_faces/<config name>', gsd.toy_tfds.load_name(builder)). Nothing is
+    (for a gsd.toy.dataset.build: 'toy_faces/<config name>', gsd.toy.dataset.load_name(builder)). Nothing is
     downloaded or generated here: a dataset that is not prepared under data_dir is an error,
     rather than a surprise download in the middle of a training launch.
     """
 
-    def __init__(self, name: str, split: str = 'train', data_dir=None, image_key: str = 'image',
-                 resolution: int | None = None):
+    def __init__(
+        self, name: str, split: str = 'train', data_dir=None, image_key: str = 'image', resolution: int | None = None
+    ):
         # Imported here: tensorflow_datasets takes a second to import and only this source needs it.
         import tensorflow_datasets as tfds
+
         self.name, self.split, self.data_dir, self.image_key = name, split, data_dir, image_key
         self.resolution = None if resolution is None else int(resolution)
         self._records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -255,7 +292,7 @@ class TfdsSource:
         record = self._records[int(i)]
         if self.image_key not in record:
             raise KeyError(f'{self.name}: records have no {self.image_key!r}; keys: {sorted(record)}')
-        return _array_to_square(record[self.image_key], self.resolution)
+        return array_to_square(record[self.image_key], self.resolution)
 
     def __repr__(self) -> str:
         return f'TfdsSource({self.name!r}, split={self.split!r}, {len(self)} records)'
@@ -264,6 +301,7 @@ class TfdsSource:
 # ----------------------------------------------------------------------------------------------
 # Loader.
 
+
 class ToUint8HWC(grain.MapTransform):
     """Record -> uint8 (H, W, 3): takes 'image' out of dict records (a raw TFDS data source) and
     repeats greyscale to three channels; other dtypes are refused, not rescaled by guesswork."""
@@ -271,11 +309,19 @@ class ToUint8HWC(grain.MapTransform):
     def map(self, record):
         if isinstance(record, dict):
             record = record['image']
-        return _array_to_square(record, None)
+        return array_to_square(record, None)
 
 
-def make_loader(source, batch_size: int, seed: int, *, shuffle: bool = True, num_epochs: int | None = None,
-                worker_count: int = 0, drop_remainder: bool = True) -> grain.DataLoader:
+def make_loader(
+    source,
+    batch_size: int,
+    seed: int,
+    *,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    drop_remainder: bool = True,
+) -> grain.DataLoader:
     """A grain DataLoader of (batch_size, H, W, 3) uint8 numpy batches; batch_size is per process.
 
     Each JAX process reads its own shard of the (shuffled) records. num_epochs=None repeats forever.
@@ -283,11 +329,17 @@ def make_loader(source, batch_size: int, seed: int, *, shuffle: bool = True, num
     exactly where it stopped.
     """
     shard_options = grain.ShardByJaxProcess(drop_remainder=True)
-    sampler = grain.IndexSampler(len(source), shard_options=shard_options, shuffle=shuffle,
-                                 seed=seed, num_epochs=num_epochs)
+    sampler = grain.IndexSampler(
+        len(source), shard_options=shard_options, shuffle=shuffle, seed=seed, num_epochs=num_epochs
+    )
     operations = [ToUint8HWC(), grain.Batch(batch_size, drop_remainder=drop_remainder)]
-    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=shard_options,
-                            operations=operations, worker_count=worker_count)
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        shard_options=shard_options,
+        operations=operations,
+        worker_count=worker_count,
+    )
 
 
 def source_from_config(cfg):
@@ -305,6 +357,11 @@ def source_from_config(cfg):
             raise ValueError('data.kind is "folder" but data.path is empty: pass --config.gan.data.path=DIR')
         return ImageFolderSource(cfg['path'], cfg['resolution'])
     if kind == 'tfds':
-        return TfdsSource(cfg['name'], split=cfg.get('split', 'train'), data_dir=cfg.get('data_dir') or None,
-                          image_key=cfg.get('image_key', 'image'), resolution=cfg.get('resolution'))
+        return TfdsSource(
+            cfg['name'],
+            split=cfg.get('split', 'train'),
+            data_dir=cfg.get('data_dir') or None,
+            image_key=cfg.get('image_key', 'image'),
+            resolution=cfg.get('resolution'),
+        )
     raise ValueError(f'unknown data kind {kind!r}; expected one of {", ".join(KINDS)}')

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from gsd.io import atomic
 
 
 def to_uint8(images) -> np.ndarray:
@@ -24,7 +24,7 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 
     out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), fill, np.uint8)
     for i, img in enumerate(images):
         r, k = divmod(i, cols)
-        out[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = img
+        out[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = img
     return out
 
 
@@ -36,14 +36,8 @@ def write_png(path, array: np.ndarray, palette=None) -> pathlib.Path:
     if palette is not None:
         img = img.convert('P') if img.mode != 'P' else img
         img.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.png', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            img.save(f, format='PNG')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.open_atomic(path) as f:
+        img.save(f, format='PNG')
     return path
 
 
@@ -55,3 +49,10 @@ def read_rgb(path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f'{path}: cannot read image ({e})') from None
 
+
+def overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Class colours blended over the image; background (class 0) left as is."""
+    col = colours[mask].astype(np.float32)
+    out = image.astype(np.float32)
+    fg = (mask > 0)[..., None]
+    return np.where(fg, (1 - alpha) * out + alpha * col, out).round().astype(np.uint8)

@@ -27,6 +27,7 @@ class MetricWriter:
         self._tb = None
         if self.enabled:
             from tensorboardX import SummaryWriter  # imported here: only the writing process needs it
+
             self.logdir.mkdir(parents=True, exist_ok=True)
             self._tb = SummaryWriter(str(self.logdir), flush_secs=30)
             self._jsonl = open(self.logdir / 'metrics.jsonl', 'a')

@@ -28,11 +28,14 @@ def measure_peak(repeats: int = 5) -> dict:
     t_mm = best_time(jax.jit(lambda a: a @ a), a, repeats=repeats)
     x = jnp.ones((16, 32, 32, 256), jnp.float32)
     w = jnp.ones((3, 3, 256, 256), jnp.float32) * 0.01
-    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    conv = jax.jit(
+        lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    )
     t_conv = best_time(conv, x, w, repeats=repeats)
-    return {'matmul_gflops': 2 * 2048 ** 3 / t_mm / 1e9,
-            'conv3x3_gflops': 2 * 16 * 32 * 32 * 256 * 256 * 9 / t_conv / 1e9}
+    return {
+        'matmul_gflops': 2 * 2048**3 / t_mm / 1e9,
+        'conv3x3_gflops': 2 * 16 * 32 * 32 * 256 * 256 * 9 / t_conv / 1e9,
+    }
 
 
 def synthesis_gmac(resolution: int, channels) -> float:
@@ -50,7 +53,7 @@ def synthesis_gmac(resolution: int, channels) -> float:
 def discriminator_gmac(resolution: int, channels) -> float:
     """Multiply-adds of the discriminator per image (stride-2 convs at their output resolution)."""
     ch = dict(zip(block_resolutions(resolution), channels))
-    mac = 3 * ch[resolution] * resolution ** 2
+    mac = 3 * ch[resolution] * resolution**2
     for r in block_resolutions(resolution)[:0:-1]:
         lo = r // 2
         mac += 9 * ch[r] * ch[r] * r * r + 9 * ch[r] * ch[lo] * lo * lo + ch[r] * ch[lo] * lo * lo

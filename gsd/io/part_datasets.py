@@ -3,7 +3,7 @@
 Every reader yields (name, image uint8 (R, R, 3), mask uint8 (R, R)) in a fixed order. Mask values are
 indices into the class tuple (`celebamask_classes`, `pascal_part_classes`; background is 0) or
 IGNORE (255, which gsd.evaluation.Confusion skips). Nothing is downloaded: the datasets must be on disk.
-Bad label files raise gsd.annotation.AnnotationError naming the file; a missing dataset folder or
+Bad label files raise gsd.io.annotation.AnnotationError naming the file; a missing dataset folder or
 index file raises FileNotFoundError saying what belongs there.
 """
 
@@ -18,38 +18,65 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from gsd.annotation import AnnotationError, read_part_masks
+from gsd.io.annotation import AnnotationError, read_part_masks
 
 IGNORE = 255
 
 # ----------------------------------------------------------------------------------------------
 # CelebAMask-HQ.
 
-CELEBAMASK_PARTS = ('skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear',
-                    'mouth', 'u_lip', 'l_lip', 'hair', 'hat', 'ear_r', 'neck_l', 'neck', 'cloth')
+CELEBAMASK_PARTS = (
+    'skin',
+    'nose',
+    'eye_g',
+    'l_eye',
+    'r_eye',
+    'l_brow',
+    'r_brow',
+    'l_ear',
+    'r_ear',
+    'mouth',
+    'u_lip',
+    'l_lip',
+    'hair',
+    'hat',
+    'ear_r',
+    'neck_l',
+    'neck',
+    'cloth',
+)
 CELEBAMASK_MASK_SIZE = 512
-_CELEBAMASK_MERGES = {   # class -> its parts, in the paper's order (authors' load_celeba_mask)
+_CELEBAMASK_MERGES = {  # class -> its parts, in the paper's order (authors' load_celeba_mask)
     '3class': {'eye': ('l_eye', 'r_eye'), 'mouth': ('mouth', 'u_lip', 'l_lip'), 'nose': ('nose',)},
-    '10class': {'hair': ('hair',), 'eyebrow': ('l_brow', 'r_brow'), 'eye': ('l_eye', 'r_eye'),
-                'mouth': ('mouth', 'u_lip', 'l_lip'), 'nose': ('nose',), 'skin': ('skin',),
-                'ear': ('l_ear', 'r_ear'), 'neck': ('neck',), 'clothes': ('cloth',)},
+    '10class': {
+        'hair': ('hair',),
+        'eyebrow': ('l_brow', 'r_brow'),
+        'eye': ('l_eye', 'r_eye'),
+        'mouth': ('mouth', 'u_lip', 'l_lip'),
+        'nose': ('nose',),
+        'skin': ('skin',),
+        'ear': ('l_ear', 'r_ear'),
+        'neck': ('neck',),
+        'clothes': ('cloth',),
+    },
 }
 # Which class keeps a pixel that two parts claim (first wins). 'paper': the merge order above, as the
 # authors' argmax over stacked class masks resolved ties. 'celebamask': CelebAMask-HQ's own g_mask.py,
 # which paints its part list in order so the LAST part wins; its parts of one merged class are
 # adjacent in that list, so it reduces to this class order. The two disagree on hair/neck/clothes/
 # skin/ear overlaps (e.g. neck under a collar: 'paper' says neck, g_mask.py says clothes).
-_CELEBAMASK_ORDER = {'paper': None, 'celebamask': ('clothes', 'neck', 'hair', 'mouth', 'ear', 'eyebrow',
-                                                   'eye', 'nose', 'skin')}
-_DROPPED = '(dropped)'   # hat, eye_g, ear_r, neck_l (and, for 3 classes, the rest): never occlude a class
-_SPLITS = {'train': (0, 162771), 'val': (162771, 182638), 'test': (182638, None)}   # CelebA orig_idx
+_CELEBAMASK_ORDER = {
+    'paper': None,
+    'celebamask': ('clothes', 'neck', 'hair', 'mouth', 'ear', 'eyebrow', 'eye', 'nose', 'skin'),
+}
+_DROPPED = '(dropped)'  # hat, eye_g, ear_r, neck_l (and, for 3 classes, the rest): never occlude a class
+_SPLITS = {'train': (0, 162771), 'val': (162771, 182638), 'test': (182638, None)}  # CelebA orig_idx
 
 
 def celebamask_classes(kind: str) -> tuple[str, ...]:
     """'3class' -> ('background', 'eye', 'mouth', 'nose'); '10class' -> background + the paper's nine."""
     if kind not in _CELEBAMASK_MERGES:
-        raise ValueError(f'unknown CelebAMask-HQ class set {kind!r}; '
-                         f'expected one of {sorted(_CELEBAMASK_MERGES)}')
+        raise ValueError(f'unknown CelebAMask-HQ class set {kind!r}; expected one of {sorted(_CELEBAMASK_MERGES)}')
     return ('background',) + tuple(_CELEBAMASK_MERGES[kind])
 
 
@@ -64,8 +91,10 @@ def celebamask_split_ids(root, split: str = 'test') -> list[int]:
         raise ValueError(f'unknown split {split!r}; expected one of {sorted(_SPLITS)}')
     path = pathlib.Path(root) / 'CelebA-HQ-to-CelebA-mapping.txt'
     if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such file; expected CelebAMask-HQ\'s mapping of CelebA-HQ ids '
-                                f'to CelebA (columns idx orig_idx orig_file) in the dataset root')
+        raise FileNotFoundError(
+            f"{path}: no such file; expected CelebAMask-HQ's mapping of CelebA-HQ ids "
+            f'to CelebA (columns idx orig_idx orig_file) in the dataset root'
+        )
     lo, hi = _SPLITS[split]
     ids = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -87,13 +116,14 @@ def celebamask_test_ids(root) -> list[int]:
     return celebamask_split_ids(root, 'test')
 
 
-def iter_celebamask(root, kind: str, resolution: int, split: str = 'test', limit: int | None = None,
-                    priority: str = 'paper') -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def iter_celebamask(
+    root, kind: str, resolution: int, split: str = 'test', limit: int | None = None, priority: str = 'paper'
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(str(id), image, mask) for the split's ids in ascending order, at resolution x resolution.
 
     Image: CelebA-HQ-img/{id}.jpg, area-averaged (Pillow BOX) to the resolution. Mask: the part PNGs
     CelebAMask-HQ-mask-anno/{id // 2000}/{id:05d}_{part}.png merged by `celebamask_classes(kind)`,
-    read at 512 px with gsd.annotation.read_part_masks and resized NEAREST. Dropped parts (hat,
+    read at 512 px with gsd.io.annotation.read_part_masks and resized NEAREST. Dropped parts (hat,
     eyeglasses, earring, necklace) do not hide what lies beneath them, as in the authors' code. priority
     'paper' or 'celebamask' decides overlaps (see _CELEBAMASK_ORDER).
     """
@@ -103,10 +133,12 @@ def iter_celebamask(root, kind: str, resolution: int, split: str = 'test', limit
         raise ValueError(f'unknown priority {priority!r}; expected one of {sorted(_CELEBAMASK_ORDER)}')
     root = pathlib.Path(root)
     image_dir, mask_dir = root / 'CelebA-HQ-img', root / 'CelebAMask-HQ-mask-anno'
-    for folder, what in ((image_dir, 'the 30,000 images {id}.jpg'),
-                         (mask_dir, 'the part masks in folders 0-14: {id // 2000}/{id:05d}_{part}.png')):
+    for folder, what in (
+        (image_dir, 'the 30,000 images {id}.jpg'),
+        (mask_dir, 'the part masks in folders 0-14: {id // 2000}/{id:05d}_{part}.png'),
+    ):
         if not folder.is_dir():
-            raise FileNotFoundError(f'{folder}: no such directory; expected CelebAMask-HQ\'s {what}')
+            raise FileNotFoundError(f"{folder}: no such directory; expected CelebAMask-HQ's {what}")
     ids = celebamask_split_ids(root, split)[:limit]
     order = _CELEBAMASK_ORDER[priority] or classes[1:]
     # read_part_masks gives pixels to the earlier class name: read in priority order, then renumber.
@@ -124,10 +156,23 @@ def _celebamask_items(ids, image_dir, mask_dir, read_names, merges, renumber, re
     for k in ids:
         image = _read_rgb(image_dir / f'{k}.jpg')
         if image.size[0] != image.size[1]:
-            raise AnnotationError([(image_dir / f'{k}.jpg', f'is {image.size[0]}x{image.size[1]}: CelebA-HQ '
-                                    f'images are square, and the masks could not be aligned otherwise')])
-        mask = read_part_masks(mask_dir / str(k // 2000), stem=f'{k:05d}', size=CELEBAMASK_MASK_SIZE,
-                               class_names=read_names, merges=merges, on_overlap='first')
+            raise AnnotationError(
+                [
+                    (
+                        image_dir / f'{k}.jpg',
+                        f'is {image.size[0]}x{image.size[1]}: CelebA-HQ '
+                        f'images are square, and the masks could not be aligned otherwise',
+                    )
+                ]
+            )
+        mask = read_part_masks(
+            mask_dir / str(k // 2000),
+            stem=f'{k:05d}',
+            size=CELEBAMASK_MASK_SIZE,
+            class_names=read_names,
+            merges=merges,
+            on_overlap='first',
+        )
         yield str(k), _resize_image(image, resolution), _resize_mask(renumber[mask], resolution)
 
 
@@ -136,19 +181,35 @@ def _celebamask_items(ids, image_dir, mask_dir, read_names, merges, renumber, re
 
 # Part name -> class. The paper names the classes only; this grouping is the natural one
 # (shared/notes/protocol.md). Unknown part names are errors, not silently background.
-_CAR_PARTS = [(r'fliplate|bliplate', 'plate'), (r'headlight_\d+', 'light'), (r'wheel_\d+', 'wheel'),
-              (r'window_\d+', 'window'),
-              (r'(front|left|right|back|roof)side|(left|right)mirror|door_\d+', 'body')]
-_HORSE_PARTS = [(r'head|[lr]eye|[lr]ear|muzzle', 'head'), (r'neck|torso', 'neck_torso'),
-                (r'[lr][fb][ul]leg|[lr][fb]ho', 'legs'), (r'tail', 'tail')]
-_PASCAL = {   # category -> (classes, part rules, overlap priority (first wins), uncovered object pixels)
+_CAR_PARTS = [
+    (r'fliplate|bliplate', 'plate'),
+    (r'headlight_\d+', 'light'),
+    (r'wheel_\d+', 'wheel'),
+    (r'window_\d+', 'window'),
+    (r'(front|left|right|back|roof)side|(left|right)mirror|door_\d+', 'body'),
+]
+_HORSE_PARTS = [
+    (r'head|[lr]eye|[lr]ear|muzzle', 'head'),
+    (r'neck|torso', 'neck_torso'),
+    (r'[lr][fb][ul]leg|[lr][fb]ho', 'legs'),
+    (r'tail', 'tail'),
+]
+_PASCAL = {  # category -> (classes, part rules, overlap priority (first wins), uncovered object pixels)
     # Small, specific parts win over the large body part they are drawn on. Car pixels under no part
     # are body (the paper's Body is "the rest of the car"); uncovered horse pixels are slivers between
     # parts whose class nothing tells (leg or torso?), so they are not scored.
-    'car': (('background', 'body', 'plate', 'light', 'wheel', 'window'), _CAR_PARTS,
-            ('plate', 'light', 'wheel', 'window', 'body'), 'body'),
-    'horse': (('background', 'head', 'neck_torso', 'legs', 'tail'), _HORSE_PARTS,
-              ('head', 'tail', 'legs', 'neck_torso'), None),
+    'car': (
+        ('background', 'body', 'plate', 'light', 'wheel', 'window'),
+        _CAR_PARTS,
+        ('plate', 'light', 'wheel', 'window', 'body'),
+        'body',
+    ),
+    'horse': (
+        ('background', 'head', 'neck_torso', 'legs', 'tail'),
+        _HORSE_PARTS,
+        ('head', 'tail', 'legs', 'neck_torso'),
+        None,
+    ),
 }
 
 
@@ -178,7 +239,7 @@ def _records(x) -> list:
     x = _unwrap(x)
     if isinstance(x, np.ndarray):
         if x.size == 0:
-            return []   # an object without parts: MATLAB writes [] (0x0 double)
+            return []  # an object without parts: MATLAB writes [] (0x0 double)
         if x.dtype.names is None and x.dtype != object:
             raise ValueError(f'expected a struct array, got a {x.dtype} array of shape {x.shape}')
         return [_unwrap(r) for r in x.reshape(-1)]
@@ -204,8 +265,9 @@ def _parse_anno(mat: dict) -> list[tuple[str, np.ndarray, list[tuple[str, np.nda
     (anno,) = _records(mat['anno'])
     objects = []
     for obj in _records(_field(anno, 'objects')):
-        parts = [(_text(_field(p, 'part_name')), np.asarray(_field(p, 'mask')) != 0)
-                 for p in _records(_field(obj, 'parts'))]
+        parts = [
+            (_text(_field(p, 'part_name')), np.asarray(_field(p, 'mask')) != 0) for p in _records(_field(obj, 'parts'))
+        ]
         objects.append((_text(_field(obj, 'class')), np.asarray(_field(obj, 'mask')) != 0, parts))
     return objects
 
@@ -213,14 +275,15 @@ def _parse_anno(mat: dict) -> list[tuple[str, np.ndarray, list[tuple[str, np.nda
 def read_pascal_part(path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
     """One Annotations_Part/{imname}.mat -> [(class, object mask, [(part name, part mask)])], bool masks
     in file order. An unreadable or differently shaped file is an AnnotationError naming it."""
-    import scipy.io   # a dependency of jax; imported here as only this reader needs it
+    import scipy.io  # a dependency of jax; imported here as only this reader needs it
+
     path = pathlib.Path(path)
     try:
         objects = _parse_anno(scipy.io.loadmat(path))
         shapes = {m.shape for _, mask, parts in objects for m in [mask] + [pm for _, pm in parts]}
         if len(shapes) > 1 or any(len(s) != 2 for s in shapes):
             raise ValueError(f'masks of differing or non-2-D shapes {sorted(shapes)}')
-    except Exception as e:   # noqa: BLE001 - any failure means the file is not a PASCAL-Part annotation
+    except Exception as e:  # noqa: BLE001 - any failure means the file is not a PASCAL-Part annotation
         problem = f'cannot read as a PASCAL-Part annotation ({type(e).__name__}: {e})'
         raise AnnotationError([(path, problem)]) from None
     return objects
@@ -229,7 +292,7 @@ def read_pascal_part(path) -> list[tuple[str, np.ndarray, list[tuple[str, np.nda
 def _object_label(path, category: str, mask: np.ndarray, parts) -> np.ndarray:
     """One object -> uint8 class ids (0 outside it); parts painted lowest priority first."""
     classes, _, priority, uncovered = _PASCAL[category]
-    if not parts:   # no part annotated at all: which car/horse part a pixel is, is unknown
+    if not parts:  # no part annotated at all: which car/horse part a pixel is, is unknown
         return np.where(mask, IGNORE, 0).astype(np.uint8)
     label = np.where(mask, classes.index(uncovered) if uncovered else IGNORE, 0).astype(np.uint8)
     for c in reversed(priority):
@@ -242,9 +305,16 @@ def _object_label(path, category: str, mask: np.ndarray, parts) -> np.ndarray:
     return label
 
 
-def iter_pascal_part(annotations_dir, images_dir, category: str, resolution: int,
-                     ids: Iterable[str] | None = None, limit: int | None = None, margin: float = 0.1,
-                     pad_label: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def iter_pascal_part(
+    annotations_dir,
+    images_dir,
+    category: str,
+    resolution: int,
+    ids: Iterable[str] | None = None,
+    limit: int | None = None,
+    margin: float = 0.1,
+    pad_label: int = 0,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(imname, image, mask) around the largest `category` object of each image, in `ids` order
     (default: every .mat in annotations_dir, sorted, skipping images without the category).
 
@@ -259,19 +329,20 @@ def iter_pascal_part(annotations_dir, images_dir, category: str, resolution: int
     pascal_part_classes(category)
     _check_resolution(resolution)
     annotations_dir, images_dir = pathlib.Path(annotations_dir), pathlib.Path(images_dir)
-    for folder, what in ((annotations_dir, "PASCAL-Part's Annotations_Part: one {imname}.mat per image"),
-                         (images_dir, "PASCAL VOC 2010's JPEGImages: one {imname}.jpg per image")):
+    for folder, what in (
+        (annotations_dir, "PASCAL-Part's Annotations_Part: one {imname}.mat per image"),
+        (images_dir, "PASCAL VOC 2010's JPEGImages: one {imname}.jpg per image"),
+    ):
         if not folder.is_dir():
             raise FileNotFoundError(f'{folder}: no such directory; expected {what}')
-    names = ([str(i) for i in ids] if ids is not None
-             else sorted(p.stem for p in annotations_dir.glob('*.mat')))
+    names = [str(i) for i in ids] if ids is not None else sorted(p.stem for p in annotations_dir.glob('*.mat'))
     # Checked above, read below: a wrong path fails at the call, not at the first next().
-    return _pascal_items(names, ids is not None, annotations_dir, images_dir, category, resolution, limit,
-                         margin, pad_label)
+    return _pascal_items(
+        names, ids is not None, annotations_dir, images_dir, category, resolution, limit, margin, pad_label
+    )
 
 
-def _pascal_items(names, explicit, annotations_dir, images_dir, category, resolution, limit, margin,
-                  pad_label):
+def _pascal_items(names, explicit, annotations_dir, images_dir, category, resolution, limit, margin, pad_label):
     done = 0
     for name in names:
         if limit is not None and done >= limit:
@@ -295,18 +366,25 @@ def _pascal_crop(path, image_path, category, margin, pad_label):
     candidates = [(int(m.sum()), -i) for i, (m, p) in enumerate(objects) if p]
     if not candidates:
         return None
-    main = -max(candidates)[1]   # most pixels; the earlier object on a tie
+    main = -max(candidates)[1]  # most pixels; the earlier object on a tie
     labels = [_object_label(path, category, m, p) for m, p in objects]
     label = np.zeros_like(labels[main])
-    for i in [j for j in range(len(objects)) if j != main] + [main]:   # the main object on top
+    for i in [j for j in range(len(objects)) if j != main] + [main]:  # the main object on top
         label = np.where(labels[i] != 0, labels[i], label)
     image = np.asarray(_read_rgb(image_path))
     if image.shape[:2] != label.shape:
-        raise AnnotationError([(path, f'masks are {label.shape[1]}x{label.shape[0]} but {image_path} is '
-                                f'{image.shape[1]}x{image.shape[0]}')])
+        raise AnnotationError(
+            [
+                (
+                    path,
+                    f'masks are {label.shape[1]}x{label.shape[0]} but {image_path} is '
+                    f'{image.shape[1]}x{image.shape[0]}',
+                )
+            ]
+        )
     ys, xs = np.nonzero(labels[main])
     side = max(1, math.ceil((max(ys.max() - ys.min(), xs.max() - xs.min()) + 1) * (1 + 2 * margin) - 1e-9))
-    top = math.floor((ys.min() + ys.max() + 1) / 2 - side / 2 + 0.5)   # centred; halves round up
+    top = math.floor((ys.min() + ys.max() + 1) / 2 - side / 2 + 0.5)  # centred; halves round up
     left = math.floor((xs.min() + xs.max() + 1) / 2 - side / 2 + 0.5)
     return _crop(image, top, left, side, 0), _crop(label, top, left, side, pad_label)
 
@@ -314,18 +392,20 @@ def _pascal_crop(path, image_path, category, margin, pad_label):
 # ----------------------------------------------------------------------------------------------
 # Shared pieces.
 
+
 def _read_rgb(path: pathlib.Path) -> Image.Image:
-    # gsd.data holds the project's one conversion of any Pillow mode to RGB; imported here because it
+    # gsd.io.sources holds the project's one conversion of any Pillow mode to RGB; imported here because it
     # pulls in grain (seconds), which code that only wants the class tuples should not pay for.
-    from gsd.data import _to_rgb
+    from gsd.io.sources import to_rgb
+
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such file; expected the image of this annotation')
     try:
         with Image.open(path) as img:
             img.load()
             # No EXIF rotation: the annotations were drawn on the stored pixel grid.
-            return _to_rgb(img, path)
-    except Exception as e:   # noqa: BLE001 - whatever Pillow fails with, the image is unreadable
+            return to_rgb(img, path)
+    except Exception as e:  # noqa: BLE001 - whatever Pillow fails with, the image is unreadable
         raise AnnotationError([(path, f'cannot read as an image ({type(e).__name__}: {e})')]) from None
 
 
@@ -340,7 +420,7 @@ def _crop(a: np.ndarray, top: int, left: int, side: int, fill: int) -> np.ndarra
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + side, a.shape[0]), min(left + side, a.shape[1])
     if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = a[y0:y1, x0:x1]
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = a[y0:y1, x0:x1]
     return out
 
 

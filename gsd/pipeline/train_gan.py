@@ -31,31 +31,40 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from gsd import images as image_io
-from gsd import metrics as metrics_lib
-from gsd import stages, stylegan2
+from gsd import stylegan2
+from gsd.io import images as image_io
+from gsd.training import metrics as metrics_lib
+from gsd.training import stop
 
 
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
     g_params: Any
-    g_buffers: Any          # mapping/w_avg and the const noise buffers
+    g_buffers: Any  # mapping/w_avg and the const noise buffers
     d_params: Any
     ema_params: Any
     g_opt: Any
     d_opt: Any
     pl_mean: jax.Array
-    key: jax.Array          # raw uint32 PRNG key (checkpointable)
+    key: jax.Array  # raw uint32 PRNG key (checkpointable)
 
 
 def build_models(cfg: ml_collections.ConfigDict):
     """(G, D) from a `gan` config block; G modulates activations (one shared kernel per batch)."""
     channels = stylegan2.channels_nvidia(cfg.resolution, cfg.channel_base, cfg.channel_max)
-    g = stylegan2.Generator(cfg.resolution, channels, z_dim=cfg.z_dim, w_dim=cfg.w_dim, n_mlp=cfg.n_mlp,
-                            mapping_lr_mul=cfg.mapping_lr_mul, fused_modconv=False)
+    g = stylegan2.Generator(
+        cfg.resolution,
+        channels,
+        z_dim=cfg.z_dim,
+        w_dim=cfg.w_dim,
+        n_mlp=cfg.n_mlp,
+        mapping_lr_mul=cfg.mapping_lr_mul,
+        fused_modconv=False,
+    )
     d = stylegan2.Discriminator(cfg.resolution, channels, mbstd_group_size=cfg.mbstd_group_size)
     return g, d
 
@@ -70,7 +79,7 @@ def _lazy_adam(lr: float, interval: int, enabled: bool = True):
     # Lazy regularisation runs the regulariser's optimizer step 1/interval as often; NVIDIA scales
     # lr and the betas by c = interval / (interval + 1) so the combined schedule matches.
     c = interval / (interval + 1) if enabled and interval else 1.0
-    return optax.adam(lr * c, b1=0.0 ** c, b2=0.99 ** c, eps=1e-8)
+    return optax.adam(lr * c, b1=0.0**c, b2=0.99**c, eps=1e-8)
 
 
 class GANTrainer:
@@ -87,8 +96,7 @@ class GANTrainer:
             raise ValueError(f'gan.batch_size {cfg.batch_size} must be divisible by the {n_dev} devices')
         self.g_tx = _lazy_adam(cfg.lr_g, cfg.pl_interval, cfg.pl_weight > 0)
         self.d_tx = _lazy_adam(cfg.lr_d, cfg.r1_interval, cfg.r1_gamma > 0)
-        self.train_step = jax.jit(self._train_step, donate_argnums=0,
-                                  out_shardings=(self.replicated, self.replicated))
+        self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
         self.r1_step = jax.jit(self._r1_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
         self.pl_step = jax.jit(self._pl_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
         self.sample = jax.jit(self._sample)
@@ -99,10 +107,17 @@ class GANTrainer:
         g_vars = self.G.init(kg, jnp.zeros((1, self.G.z_dim)))
         r = self.cfg.resolution
         d_vars = self.D.init(kd, jnp.zeros((self.cfg.mbstd_group_size or 1, r, r, 3)))
-        return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_vars['params'], g_buffers=g_vars['buffers'],
-                          d_params=d_vars['params'], ema_params=g_vars['params'],
-                          g_opt=self.g_tx.init(g_vars['params']), d_opt=self.d_tx.init(d_vars['params']),
-                          pl_mean=jnp.zeros((), jnp.float32), key=kstate)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            g_params=g_vars['params'],
+            g_buffers=g_vars['buffers'],
+            d_params=d_vars['params'],
+            ema_params=g_vars['params'],
+            g_opt=self.g_tx.init(g_vars['params']),
+            d_opt=self.d_tx.init(d_vars['params']),
+            pl_mean=jnp.zeros((), jnp.float32),
+            key=kstate,
+        )
 
     def init_state(self, seed: int) -> TrainState:
         return jax.jit(self._init, out_shardings=self.replicated)(jax.random.PRNGKey(seed))
@@ -135,8 +150,9 @@ class GANTrainer:
         return ws
 
     def _synthesize(self, g_params, buffers, ws, key):
-        return self.G.apply({'params': g_params, 'buffers': buffers}, ws, noise_mode='random',
-                            method='synthesize', rngs={'noise': key})
+        return self.G.apply(
+            {'params': g_params, 'buffers': buffers}, ws, noise_mode='random', method='synthesize', rngs={'noise': key}
+        )
 
     def _d(self, d_params, img):
         return self.D.apply({'params': d_params}, img)
@@ -172,13 +188,26 @@ class GANTrainer:
         w_mean = jnp.mean(jax.lax.stop_gradient(ws[:, -1]), axis=0)
         buffers = {**state.g_buffers, 'mapping': {'w_avg': w_mean + cfg.w_avg_beta * (w_avg - w_mean)}}
 
-        ema_params = jax.tree.map(lambda e, p: p + self._ema_beta(state.step, batch) * (e - p),
-                                  state.ema_params, g_params)
-        new = state.replace(step=state.step + 1, g_params=g_params, g_buffers=buffers, d_params=d_params,
-                            ema_params=ema_params, g_opt=g_opt, d_opt=d_opt, key=key)
-        metrics = {'loss/G': loss_g, 'loss/D': loss_d, 'logits/real': jnp.mean(logits_real),
-                   'logits/fake': jnp.mean(logits_fake),
-                   'finite': jnp.isfinite(loss_g) & jnp.isfinite(loss_d)}
+        ema_params = jax.tree.map(
+            lambda e, p: p + self._ema_beta(state.step, batch) * (e - p), state.ema_params, g_params
+        )
+        new = state.replace(
+            step=state.step + 1,
+            g_params=g_params,
+            g_buffers=buffers,
+            d_params=d_params,
+            ema_params=ema_params,
+            g_opt=g_opt,
+            d_opt=d_opt,
+            key=key,
+        )
+        metrics = {
+            'loss/G': loss_g,
+            'loss/D': loss_d,
+            'logits/real': jnp.mean(logits_real),
+            'logits/fake': jnp.mean(logits_fake),
+            'finite': jnp.isfinite(loss_g) & jnp.isfinite(loss_d),
+        }
         return new, metrics
 
     def _ema_beta(self, step, batch):
@@ -200,8 +229,10 @@ class GANTrainer:
         (_, penalty), grads = jax.value_and_grad(loss, has_aux=True)(state.d_params)
         updates, d_opt = self.d_tx.update(grads, state.d_opt, state.d_params)
         d_params = optax.apply_updates(state.d_params, updates)
-        return state.replace(d_params=d_params, d_opt=d_opt), {'reg/r1_penalty': penalty,
-                                                               'finite': jnp.isfinite(penalty)}
+        return state.replace(d_params=d_params, d_opt=d_opt), {
+            'reg/r1_penalty': penalty,
+            'finite': jnp.isfinite(penalty),
+        }
 
     def _pl_step(self, state: TrainState):
         cfg = self.cfg
@@ -242,9 +273,10 @@ def export_generator(trainer: GANTrainer, state: TrainState, out_dir, provenance
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train (or resume) the GAN of `config.gan` in `workdir`; returns final metrics and the export path."""
-    import orbax.checkpoint as ocp
     import grain.python as grain
-    from gsd import data as data_lib
+    import orbax.checkpoint as ocp
+
+    from gsd.io import sources as data_lib
 
     cfg = config.gan
     workdir = pathlib.Path(workdir).absolute()
@@ -259,14 +291,18 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     data_iter = iter(loader)
 
     ckpt_dir = workdir / 'checkpoints'
-    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=cfg.keep_checkpoints, create=True))
+    manager = ocp.CheckpointManager(
+        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
+    )
     _guard_architecture(workdir, cfg, is_main)
     latest = manager.latest_step()
     if latest is not None:
-        restored = manager.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(trainer.abstract_state()),
-            data=grain.PyGrainCheckpointRestore(data_iter)))
+        restored = manager.restore(
+            latest,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(trainer.abstract_state()), data=grain.PyGrainCheckpointRestore(data_iter)
+            ),
+        )
         state = restored['state']
         print(f'gan: resumed from step {latest} in {ckpt_dir}', flush=True)
     else:
@@ -282,12 +318,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     t_start = time.time()
 
     def save(step):
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   data=grain.PyGrainCheckpointSave(data_iter)))
+        manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(data_iter)),
+        )
 
-    with stages.stoppable(finish=manager.wait_until_finished):
+    with stop.stoppable(finish=manager.wait_until_finished):
         for step in range(start, cfg.total_steps):
-            stages.check_stop('gan')
+            stop.check_stop('gan')
             real = trainer.put_batch(next(data_iter))
             state, m = trainer.train_step(state, real)
             step_metrics = [m]
@@ -308,11 +346,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 values, ok = jax.device_get((sums, finite))
                 last = {k: float(v) / counts[k] for k, v in values.items()}
                 if not ok:
-                    raise FloatingPointError(f'gan: non-finite loss between steps {done - cfg.log_every} and {done} '
-                                             f'({last}); the last good checkpoint is in {ckpt_dir}')
+                    raise FloatingPointError(
+                        f'gan: non-finite loss between steps {done - cfg.log_every} and {done} '
+                        f'({last}); the last good checkpoint is in {ckpt_dir}'
+                    )
                 writer.write_scalars(done, last)
-                progress.report(done, **{k.replace('loss/', '').replace('logits/', 'D(x) '): v
-                                         for k, v in last.items()})
+                progress.report(
+                    done, **{k.replace('loss/', '').replace('logits/', 'D(x) '): v for k, v in last.items()}
+                )
                 sums, counts = {}, {}
             if done % cfg.sample_every == 0 or done == cfg.total_steps:
                 grid = image_io.grid(image_io.to_uint8(jax.device_get(trainer.sample(state, sample_z, 1.0))))
@@ -324,12 +365,24 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     writer.flush()
     export = None
     if is_main:
-        export = export_generator(trainer, state, workdir / 'generator', {
-            'source': str(workdir), 'source_format': 'gsd-train_gan', 'steps': cfg.total_steps,
-            'images_seen': cfg.total_steps * cfg.batch_size})
+        export = export_generator(
+            trainer,
+            state,
+            workdir / 'generator',
+            {
+                'source': str(workdir),
+                'source_format': 'gsd-train_gan',
+                'steps': cfg.total_steps,
+                'images_seen': cfg.total_steps * cfg.batch_size,
+            },
+        )
     writer.close()
-    result = {'steps': cfg.total_steps, 'seconds_this_run': round(time.time() - t_start, 1), 'metrics': last,
-              'generator': str(export) if export else None}
+    result = {
+        'steps': cfg.total_steps,
+        'seconds_this_run': round(time.time() - t_start, 1),
+        'metrics': last,
+        'generator': str(export) if export else None,
+    }
     if is_main:
         (workdir / 'train_gan.json').write_text(json.dumps(result, indent=1))
     return result
@@ -344,8 +397,9 @@ def _guard_architecture(workdir: pathlib.Path, cfg, is_main: bool):
         saved = json.loads(path.read_text())
         diff = {k: (saved.get(k), current.get(k)) for k in arch_keys if saved.get(k) != current.get(k)}
         if diff:
-            raise ValueError(f'{path}: this workdir holds a GAN with a different architecture {diff}; '
-                             f'use a new --workdir')
+            raise ValueError(
+                f'{path}: this workdir holds a GAN with a different architecture {diff}; use a new --workdir'
+            )
     elif is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(current, indent=1, default=str))

@@ -13,7 +13,7 @@ Ronneberger et al.'s UNet with two modernisations:
   over 8 devices, or a 1024 x 700 test image. norm_groups is clamped to divide each width.
 
 On XLA:CPU convolutions inside loops (the lax.scan chunks of `train_simple`) are very slow, so the
-3x3 convs are `gsd.heads.Conv3x3` (im2col on CPU, XLA's conv elsewhere) and the up-convolution is a
+3x3 convs are `gsd.nn.heads.Conv3x3` (im2col on CPU, XLA's conv elsewhere) and the up-convolution is a
 matmul to the 4 sub-pixels followed by depth-to-space, which is the same operation. Measured on the
 busy 2-core dev CPU, base_width 32, batch 32 of 64x64: a scanned step ~3 s of CPU with im2col and
 over 30 s with XLA's conv; a standalone jitted step (`make_train_step`) 3.8 s with im2col and 2.3 s
@@ -36,14 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gsd import augment as augment_lib
-from gsd.heads import Conv3x3, torch_kernel_init
+from gsd.nn.heads import Conv3x3, torch_kernel_init
 
 
 class ConvBlock(nn.Module):
     """Two (3x3 conv, GroupNorm, ReLU)."""
+
     features: int
     norm_groups: int = 8
     dtype: Any = jnp.float32
@@ -60,6 +62,7 @@ class ConvBlock(nn.Module):
 
 class UpConv(nn.Module):
     """2x2 stride-2 transposed conv: each input pixel -> a 2x2 block of `features` (params (C, 2, 2, F), (F,))."""
+
     features: int
 
     @nn.compact
@@ -80,28 +83,29 @@ def _max_pool2(x):
 
 class UNet(nn.Module):
     """Images (N, H, W, C) float (scaled to [-1, 1], see `preprocess`) -> logits (N, H, W, num_classes) float32."""
+
     num_classes: int
     base_width: int = 32
     depth: int = 4
     norm_groups: int = 8
-    dtype: Any = jnp.float32          # compute dtype (bfloat16 on accelerators); params stay float32
-    conv_impl: Optional[str] = None   # see gsd.heads.Conv3x3
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); params stay float32
+    conv_impl: Optional[str] = None  # see gsd.nn.heads.Conv3x3
 
     @nn.compact
     def __call__(self, x):
         n, h, w, _ = x.shape
-        mult = 2 ** self.depth
+        mult = 2**self.depth
         x = jnp.pad(x, ((0, 0), (0, -h % mult), (0, -w % mult), (0, 0))).astype(self.dtype)
         block = functools.partial(ConvBlock, norm_groups=self.norm_groups, dtype=self.dtype, conv_impl=self.conv_impl)
         skips = []
         for level in range(self.depth):
-            x = block(self.base_width * 2 ** level, name=f'down{level}')(x)
+            x = block(self.base_width * 2**level, name=f'down{level}')(x)
             skips.append(x)
             x = _max_pool2(x)
-        x = block(self.base_width * 2 ** self.depth, name='bottom')(x)
+        x = block(self.base_width * 2**self.depth, name='bottom')(x)
         for level in reversed(range(self.depth)):
-            x = UpConv(self.base_width * 2 ** level, name=f'upconv{level}')(x)
-            x = block(self.base_width * 2 ** level, name=f'up{level}')(jnp.concatenate([skips[level], x], -1))
+            x = UpConv(self.base_width * 2**level, name=f'upconv{level}')(x)
+            x = block(self.base_width * 2**level, name=f'up{level}')(jnp.concatenate([skips[level], x], -1))
         logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_kernel_init, name='head')(x)
         return logits[:, :h, :w].astype(jnp.float32)
 
@@ -113,12 +117,13 @@ def preprocess(images_uint8):
 # ---------------------------------------------------------------------------------------------
 # Training
 
+
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
-    lr_scale: jax.Array     # multiplies the optimizer's updates; change it with `set_lr_scale`
+    lr_scale: jax.Array  # multiplies the optimizer's updates; change it with `set_lr_scale`
 
 
 def default_optimizer(lr: float = 1e-3) -> optax.GradientTransformation:
@@ -138,12 +143,13 @@ def create_state(model: UNet, tx, key, *, channels: int = 3, mesh: Optional[Mesh
 @functools.lru_cache(maxsize=8)
 def _init_program(model: UNet, tx, channels: int, mesh: Mesh):
     # Cached: runs with the same model and optimizer object compile the initialisation once.
-    size = 2 ** model.depth
+    size = 2**model.depth
 
     def init(key):
         params = model.init(key, jnp.zeros((1, size, size, channels), jnp.float32))['params']
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          lr_scale=jnp.ones((), jnp.float32))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), lr_scale=jnp.ones((), jnp.float32)
+        )
 
     return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
 
@@ -192,8 +198,9 @@ def _step_body(model, tx, mesh, augment_fn, soft) -> Callable:
     return body
 
 
-def make_train_step(model: UNet, tx, mesh: Optional[Mesh] = None, *, augment_fn: Optional[Callable] = None,
-                    soft: bool = False):
+def make_train_step(
+    model: UNet, tx, mesh: Optional[Mesh] = None, *, augment_fn: Optional[Callable] = None, soft: bool = False
+):
     """Jitted ``(state, images_uint8 (N, H, W, C), targets, key) -> (state, metrics)``.
 
     Images and targets are sharded along the batch over `mesh`'s 'data' axis (N divisible by its
@@ -206,8 +213,9 @@ def make_train_step(model: UNet, tx, mesh: Optional[Mesh] = None, *, augment_fn:
     """
     mesh = mesh or data_mesh()
     replicated = NamedSharding(mesh, P())
-    return jax.jit(_step_body(model, tx, mesh, augment_fn, soft), donate_argnums=0,
-                   out_shardings=(replicated, replicated))
+    return jax.jit(
+        _step_body(model, tx, mesh, augment_fn, soft), donate_argnums=0, out_shardings=(replicated, replicated)
+    )
 
 
 class Plateau:
@@ -218,8 +226,14 @@ class Plateau:
     the best score by a relative `threshold`, and the count restarts.
     """
 
-    def __init__(self, patience: int = 20, factor: float = 0.1, mode: str = 'max', threshold: float = 1e-4,
-                 min_scale: float = 0.0):
+    def __init__(
+        self,
+        patience: int = 20,
+        factor: float = 0.1,
+        mode: str = 'max',
+        threshold: float = 1e-4,
+        min_scale: float = 0.0,
+    ):
         if mode not in ('max', 'min'):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.patience, self.factor, self.mode = patience, factor, mode
@@ -249,6 +263,7 @@ class Plateau:
 # ---------------------------------------------------------------------------------------------
 # Inference and small supervised runs
 
+
 @functools.partial(jax.jit, static_argnames=('model', 'output'))
 def _predict_batch(model, params, images, output):
     logits = model.apply({'params': params}, preprocess(images))
@@ -272,11 +287,11 @@ def predict(model: UNet, params, images_uint8, batch_size: int = 32, *, output: 
     batch_size = min(batch_size, n)
     out = []
     for start in range(0, n, batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         pad = batch_size - chunk.shape[0]
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(_predict_batch(model, params, chunk, output))[:batch_size - pad])
+        out.append(np.asarray(_predict_batch(model, params, chunk, output))[: batch_size - pad])
     result = np.concatenate(out)
     return result[0] if single else result
 
@@ -289,9 +304,16 @@ def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: boo
     augment_fn = None
     if aug is not None:
         flip, scale, rotate, translate, background, flip_permutation, log_scale = aug
-        augment_fn = functools.partial(augment_lib.augment, flip=flip, scale=scale, rotate=rotate,
-                                       translate=translate, background=background,
-                                       flip_permutation=flip_permutation, log_scale=log_scale)
+        augment_fn = functools.partial(
+            augment_lib.augment,
+            flip=flip,
+            scale=scale,
+            rotate=rotate,
+            translate=translate,
+            background=background,
+            flip_permutation=flip_permutation,
+            log_scale=log_scale,
+        )
     body = _step_body(model, tx, mesh, augment_fn, soft)
 
     @functools.partial(jax.jit, static_argnames='length', donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
@@ -306,12 +328,33 @@ def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: boo
     return tx, run_chunk
 
 
-def train_simple(images, labels, *, num_classes: int, steps: int, batch_size: int = 8, seed: int = 0,
-                 base_width: int = 32, depth: int = 4, norm_groups: int = 8, lr: float = 1e-3,
-                 augment: bool = True, flip: bool = True, scale=(0.5, 2.0), rotate: float = 10.0,
-                 translate: float = 0.5, background: int = 0, flip_permutation=None, log_scale: bool = True,
-                 chunk: int = 50, mesh: Optional[Mesh] = None, dtype: Any = jnp.float32,
-                 conv_impl: Optional[str] = None, rng_impl: Optional[str] = None, pad_to: Optional[int] = None):
+def train_simple(
+    images,
+    labels,
+    *,
+    num_classes: int,
+    steps: int,
+    batch_size: int = 8,
+    seed: int = 0,
+    base_width: int = 32,
+    depth: int = 4,
+    norm_groups: int = 8,
+    lr: float = 1e-3,
+    augment: bool = True,
+    flip: bool = True,
+    scale=(0.5, 2.0),
+    rotate: float = 10.0,
+    translate: float = 0.5,
+    background: int = 0,
+    flip_permutation=None,
+    log_scale: bool = True,
+    chunk: int = 50,
+    mesh: Optional[Mesh] = None,
+    dtype: Any = jnp.float32,
+    conv_impl: Optional[str] = None,
+    rng_impl: Optional[str] = None,
+    pad_to: Optional[int] = None,
+):
     """Train `UNet(num_classes, base_width, depth, norm_groups, dtype)` from scratch on a few labelled
     images: uint8 (N, H, W, C) with integer labels (N, H, W) or target logits (N, H, W, K) (soft).
     Each step draws `batch_size` images uniformly with replacement and augments them (paper's
@@ -324,8 +367,19 @@ def train_simple(images, labels, *, num_classes: int, steps: int, batch_size: in
     model = UNet(num_classes, base_width, depth, norm_groups, dtype, conv_impl)
     key_init, key_run = jax.random.split(jax.random.key(seed, impl=rng_impl))
     soft = np.ndim(labels) == 4
-    aug = (flip, tuple(scale), rotate, translate, background,
-           None if flip_permutation is None else tuple(int(v) for v in flip_permutation), log_scale) if augment else None
+    aug = (
+        (
+            flip,
+            tuple(scale),
+            rotate,
+            translate,
+            background,
+            None if flip_permutation is None else tuple(int(v) for v in flip_permutation),
+            log_scale,
+        )
+        if augment
+        else None
+    )
     tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug)
     state = create_state(model, tx, key_init, channels=images.shape[-1], mesh=mesh)
     images, labels = np.asarray(images), np.asarray(labels)

@@ -23,10 +23,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from gsd import images
+from gsd.io import images
 
 ON_OVERLAP = ('error', 'first')
-_ID_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16L', 'I;16B')   # pixel values are class ids
+_ID_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16L', 'I;16B')  # pixel values are class ids
 _MODES = _ID_MODES + ('P', 'PA', 'RGB', 'RGBA')
 
 
@@ -54,7 +54,7 @@ def _open(path: pathlib.Path, size) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-    except Exception as e:   # noqa: BLE001 - whatever Pillow fails with, the file is unreadable
+    except Exception as e:  # noqa: BLE001 - whatever Pillow fails with, the file is unreadable
         raise _Problem(f'cannot read as an image ({type(e).__name__}: {e})') from None
     if img.format in ('JPEG', 'MPO'):
         # Compression noise changes colours and ids near every edge: no exact labels survive it.
@@ -70,7 +70,7 @@ def _open(path: pathlib.Path, size) -> Image.Image:
 def _split_alpha(img: Image.Image):
     """(pixels, alpha or None): (H, W) ids / palette indices or (H, W, 3) RGB, and the opacity."""
     if img.mode == 'P' and 'transparency' in img.info:
-        alpha = np.asarray(img.convert('RGBA'))[..., 3]   # tRNS gives alpha per palette index
+        alpha = np.asarray(img.convert('RGBA'))[..., 3]  # tRNS gives alpha per palette index
         return np.asarray(img), alpha
     a = np.asarray(img)
     if img.mode in ('LA', 'PA', 'RGBA'):
@@ -89,13 +89,16 @@ def _colour_ids(rgb: np.ndarray, colours: np.ndarray, indexed: bool) -> np.ndarr
     if not known.all():
         bad, counts = np.unique(keys[~known], return_counts=True)
         top = np.argsort(-counts, kind='stable')[:5]
-        listed = ', '.join(f'({k >> 16}, {(k >> 8) & 255}, {k & 255}) in {c} pixels'
-                           for k, c in zip(bad[top], counts[top]))
+        listed = ', '.join(
+            f'({k >> 16}, {(k >> 8) & 255}, {k & 255}) in {c} pixels' for k, c in zip(bad[top], counts[top])
+        )
         more = f' and {len(bad) - len(top)} more' if len(bad) > len(top) else ''
-        hint = ('; or pass colours=None to read the palette indices as class ids' if indexed else '')
-        raise _Problem(f'{int(counts.sum())} pixels have colours that are no class colour: {listed}{more} '
-                       f'(soft or antialiased brush edges, or unpainted pixels? paint with a hard-edged '
-                       f'pencil in the exact class colours{hint})')
+        hint = '; or pass colours=None to read the palette indices as class ids' if indexed else ''
+        raise _Problem(
+            f'{int(counts.sum())} pixels have colours that are no class colour: {listed}{more} '
+            f'(soft or antialiased brush edges, or unpainted pixels? paint with a hard-edged '
+            f'pencil in the exact class colours{hint})'
+        )
     return order[pos]
 
 
@@ -105,8 +108,10 @@ def _decode(img: Image.Image, num_classes: int, colours, class_names, background
     if alpha is not None:
         soft = (alpha > 0) & (alpha < 255)
         if soft.any():
-            raise _Problem(f'{int(soft.sum())} pixels are partly transparent (a soft brush edge?): '
-                           f'labels must be opaque, or fully transparent for background')
+            raise _Problem(
+                f'{int(soft.sum())} pixels are partly transparent (a soft brush edge?): '
+                f'labels must be opaque, or fully transparent for background'
+            )
     if img.mode in ('P', 'PA') and colours is not None:
         # Read indexed files by the colour the user SAW: an editor may reorder or extend the palette,
         # and a palette that disagrees with the class colours must not pass silently.
@@ -118,18 +123,17 @@ def _decode(img: Image.Image, num_classes: int, colours, class_names, background
         raise _Problem(f'is colour-coded ({img.mode}) but no class colour table was given (colours=...)')
     if pixels.ndim == 3:
         # Transparent pixels keep whatever colour was erased: they are matched as background.
-        ids = _colour_ids(np.where(clear[..., None], colours[background], pixels), colours,
-                          indexed=img.mode in ('P', 'PA'))
+        ids = _colour_ids(
+            np.where(clear[..., None], colours[background], pixels), colours, indexed=img.mode in ('P', 'PA')
+        )
     else:
         ids = np.where(clear, background, pixels.astype(np.int64))
     stray = (ids < 0) | (ids >= num_classes)
     if stray.any():
         values = ', '.join(str(v) for v in np.unique(ids[stray])[:8])
         names = f' ({", ".join(class_names)})' if class_names is not None else ''
-        hint = (' (a 0/255 binary mask? one file per part is {stem}_{part}.png)'
-                if 255 in ids[stray] else '')
-        raise _Problem(f'{int(stray.sum())} pixels hold ids {values} outside the {num_classes} '
-                       f'classes{names}{hint}')
+        hint = ' (a 0/255 binary mask? one file per part is {stem}_{part}.png)' if 255 in ids[stray] else ''
+        raise _Problem(f'{int(stray.sum())} pixels hold ids {values} outside the {num_classes} classes{names}{hint}')
     return ids.astype(np.int32)
 
 
@@ -146,8 +150,9 @@ def _check_table(num_classes: int, colours, class_names):
     return colours.astype(np.uint8)
 
 
-def read_mask(path, *, size, num_classes: int, colours=None, class_names: Sequence[str] | None = None,
-              background: int = 0) -> np.ndarray:
+def read_mask(
+    path, *, size, num_classes: int, colours=None, class_names: Sequence[str] | None = None, background: int = 0
+) -> np.ndarray:
     """One label file -> int32 (H, W) class ids.
 
     Indexed (palette) PNG: with `colours` (an (num_classes, 3) RGB table, index = class id) each pixel's
@@ -169,14 +174,22 @@ def _read_binary(path: pathlib.Path, size) -> np.ndarray:
     """A part mask: a pixel belongs to the part when it is neither black nor fully transparent."""
     img = _open(path, size)
     if img.mode in ('P', 'PA'):
-        img = img.convert('RGBA')   # palette index 0 need not be black
+        img = img.convert('RGBA')  # palette index 0 need not be black
     pixels, alpha = _split_alpha(img)
     part = pixels != 0 if pixels.ndim == 2 else (pixels != 0).any(-1)
     return part if alpha is None else part & (alpha > 0)
 
 
-def _combine_parts(files: Mapping[str, pathlib.Path], where: pathlib.Path, stem: str, size,
-                   class_names: Sequence[str], background: int, merges, on_overlap: str) -> np.ndarray:
+def _combine_parts(
+    files: Mapping[str, pathlib.Path],
+    where: pathlib.Path,
+    stem: str,
+    size,
+    class_names: Sequence[str],
+    background: int,
+    merges,
+    on_overlap: str,
+) -> np.ndarray:
     """{part name: path} -> (H, W) int32; raises AnnotationError with one line per bad file."""
     if on_overlap not in ON_OVERLAP:
         raise ValueError(f'on_overlap must be one of {ON_OVERLAP}, got {on_overlap!r}')
@@ -186,8 +199,9 @@ def _combine_parts(files: Mapping[str, pathlib.Path], where: pathlib.Path, stem:
     if bad_targets:
         raise ValueError(f'merges map to unknown classes {sorted(bad_targets)}; classes: {list(class_names)}')
     if not files:
-        raise AnnotationError([(where / f'{stem}_*.png',
-                                f'no label for stem {stem!r}: expected {stem}.png or {stem}_<part>.png')])
+        raise AnnotationError(
+            [(where / f'{stem}_*.png', f'no label for stem {stem!r}: expected {stem}.png or {stem}_<part>.png')]
+        )
     problems, masks = [], {}
     for part, path in sorted(files.items()):
         if part not in merges:
@@ -199,12 +213,15 @@ def _combine_parts(files: Mapping[str, pathlib.Path], where: pathlib.Path, stem:
             problems.append((path, str(e)))
     if problems:
         raise AnnotationError(problems)
-    kept = {p: m for p, m in masks.items() if merges[p] is not None}   # merges[p] None: dropped part
+    kept = {p: m for p, m in masks.items() if merges[p] is not None}  # merges[p] None: dropped part
     if on_overlap == 'error':
         names = sorted(kept)
         for i, p in enumerate(names):
-            clashes = [f'{files[q].name} in {n} pixels' for q in names[i + 1:]
-                       if merges[q] != merges[p] and (n := int((kept[p] & kept[q]).sum()))]
+            clashes = [
+                f'{files[q].name} in {n} pixels'
+                for q in names[i + 1 :]
+                if merges[q] != merges[p] and (n := int((kept[p] & kept[q]).sum()))
+            ]
             if clashes:
                 problems.append((files[p], f'part {p!r} overlaps ' + ', '.join(clashes)))
         if problems:
@@ -221,8 +238,16 @@ def _combine_parts(files: Mapping[str, pathlib.Path], where: pathlib.Path, stem:
     return mask
 
 
-def read_part_masks(directory, *, stem: str, size, class_names: Sequence[str], background: int = 0,
-                    merges: Mapping[str, str | None] | None = None, on_overlap: str = 'error') -> np.ndarray:
+def read_part_masks(
+    directory,
+    *,
+    stem: str,
+    size,
+    class_names: Sequence[str],
+    background: int = 0,
+    merges: Mapping[str, str | None] | None = None,
+    on_overlap: str = 'error',
+) -> np.ndarray:
     """One binary PNG per part, `{directory}/{stem}_{part}.png` -> int32 (H, W) class ids.
 
     A pixel is in a part when it is neither black nor fully transparent. Without `merges` each part
@@ -236,13 +261,21 @@ def read_part_masks(directory, *, stem: str, size, class_names: Sequence[str], b
     """
     directory = pathlib.Path(directory)
     prefix = glob.escape(f'{stem}_')
-    files = {p.name[len(stem) + 1:-len('.png')]: p for p in directory.glob(f'{prefix}*.png')}
+    files = {p.name[len(stem) + 1 : -len('.png')]: p for p in directory.glob(f'{prefix}*.png')}
     return _combine_parts(files, directory, stem, size, class_names, background, merges, on_overlap)
 
 
-def read_annotations(directory, stems: Sequence[str], *, size, class_names: Sequence[str], colours=None,
-                     background: int = 0, merges: Mapping[str, str | None] | None = None,
-                     on_overlap: str = 'error') -> np.ndarray:
+def read_annotations(
+    directory,
+    stems: Sequence[str],
+    *,
+    size,
+    class_names: Sequence[str],
+    colours=None,
+    background: int = 0,
+    merges: Mapping[str, str | None] | None = None,
+    on_overlap: str = 'error',
+) -> np.ndarray:
     """Labels of many samples -> int32 (K, H, W), in the order of `stems`.
 
     Per stem, `{stem}.png` is read with `read_mask` and `{stem}_*.png` with `read_part_masks` (both
@@ -258,24 +291,33 @@ def read_annotations(directory, stems: Sequence[str], *, size, class_names: Sequ
     colours = _check_table(len(class_names), colours, class_names)
     singles, parts = {}, {s: {} for s in stems}
     by_length = sorted(stems, key=len, reverse=True)
-    for path in directory.glob('*.png'):   # one listing for all stems
-        name = path.name[:-len('.png')]
+    for path in directory.glob('*.png'):  # one listing for all stems
+        name = path.name[: -len('.png')]
         stem = next((s for s in by_length if name == s or name.startswith(s + '_')), None)
         if stem == name:
             singles[stem] = path
         elif stem is not None:
-            parts[stem][name[len(stem) + 1:]] = path
+            parts[stem][name[len(stem) + 1 :]] = path
     problems, masks = [], []
     for stem in stems:
         try:
             if stem in singles and parts[stem]:
                 raise AnnotationError([(singles[stem], f'{stem}_<part>.png files exist too: keep one form')])
             if stem in singles:
-                masks.append(read_mask(singles[stem], size=size, num_classes=len(class_names),
-                                       colours=colours, class_names=class_names, background=background))
+                masks.append(
+                    read_mask(
+                        singles[stem],
+                        size=size,
+                        num_classes=len(class_names),
+                        colours=colours,
+                        class_names=class_names,
+                        background=background,
+                    )
+                )
             else:
-                masks.append(_combine_parts(parts[stem], directory, stem, size, class_names, background,
-                                            merges, on_overlap))
+                masks.append(
+                    _combine_parts(parts[stem], directory, stem, size, class_names, background, merges, on_overlap)
+                )
         except AnnotationError as e:
             problems.extend(e.problems)
     if problems:
@@ -283,8 +325,9 @@ def read_annotations(directory, stems: Sequence[str], *, size, class_names: Sequ
     return np.stack(masks)
 
 
-def write_label_template(path, image: np.ndarray, palette, *, background: int = 0,
-                         show_image: bool = False) -> pathlib.Path:
+def write_label_template(
+    path, image: np.ndarray, palette, *, background: int = 0, show_image: bool = False
+) -> pathlib.Path:
     """An indexed PNG the size of `image`, every pixel `background`, with the class palette embedded.
 
     Painting in an editor that keeps palette mode (GIMP 'Indexed', Aseprite, Krita's indexed
@@ -330,8 +373,10 @@ def write_colour_legend(path, class_names: Sequence[str], colours) -> pathlib.Pa
     embedded palette already shows the swatches, and no font is needed.
     """
     colours = _check_table(len(class_names), colours, class_names)
-    legend = [{'id': i, 'name': name, 'rgb': [int(v) for v in c], 'hex': '#{:02x}{:02x}{:02x}'.format(*c)}
-              for i, (name, c) in enumerate(zip(class_names, colours))]
+    legend = [
+        {'id': i, 'name': name, 'rgb': [int(v) for v in c], 'hex': '#{:02x}{:02x}{:02x}'.format(*c)}
+        for i, (name, c) in enumerate(zip(class_names, colours))
+    ]
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.json', dir=path.parent)
@@ -349,3 +394,32 @@ def read_colour_legend(path) -> tuple[tuple[str, ...], np.ndarray]:
     """(class_names, (K, 3) uint8 colours) from a `write_colour_legend` file."""
     legend = sorted(json.loads(pathlib.Path(path).read_text()), key=lambda e: e['id'])
     return tuple(e['name'] for e in legend), np.array([e['rgb'] for e in legend], np.uint8)
+
+
+def palette(class_names: Sequence[str], colours) -> np.ndarray:
+    """colours as uint8 (K, 3), checked to give one RGB triple per class."""
+    colours = np.asarray(colours, np.uint8)
+    if colours.shape != (len(class_names), 3):
+        raise ValueError(
+            f'classes.colours must give one RGB triple per class ({len(class_names)}), got shape {colours.shape}'
+        )
+    return colours
+
+
+def read_shots(shots_dir, class_names: Sequence[str], colours) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images uint8 (K, H, W, 3), ws (K, num_ws, w_dim), labels int32 (K, H, W)) of a shots folder (the
+    `shots` stage's WORKDIR/shots), labels read and checked strictly (all problems reported at once,
+    naming the files); an unpainted template is refused."""
+    out = pathlib.Path(shots_dir)
+    if not (out / 'shots.json').exists():
+        raise FileNotFoundError(f'{out}: no shots here; run the shots stage first')
+    lat = np.load(out / 'latents.npz')
+    stems = [f'{k:05d}' for k in range(lat['ws'].shape[0])]
+    imgs = np.stack([images.read_rgb(out / 'images' / f'{s}.png') for s in stems])
+    labels = read_annotations(
+        out / 'labels', stems, size=imgs.shape[1:3], class_names=list(class_names), colours=colours
+    )
+    blank = [s for s, lab in zip(stems, labels) if not np.any(lab != 0)]
+    if blank:  # an unpainted template reads as a valid all-background mask: refuse it
+        raise AnnotationError([(out / 'labels' / f'{s}.png', 'no part labelled (still the template?)') for s in blank])
+    return imgs, lat['ws'], labels

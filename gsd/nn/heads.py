@@ -39,15 +39,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from gsd.features import FeatureLayout
 
 PAPER_CNN_DILATIONS = (2, 4, 8, 1, 2, 4, 8, 1)
-PAPER_CNN_CHANNELS = (64, 64, 64, 64, 64, 64, 32)   # then num_classes
+PAPER_CNN_CHANNELS = (64, 64, 64, 64, 64, 64, 32)  # then num_classes
 PAPER_CNN_EMBED = 128
 PAPER_MLP_HIDDEN = (2000, 200)
-AUTHORS_LEAKY_SLOPE = 0.01   # torch.nn.functional.leaky_relu's default, as the authors call it
+AUTHORS_LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the authors call it
 
 
 # PyTorch's default init for Conv2d/Linear: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
@@ -62,6 +63,7 @@ def torch_bias_init(fan_in: int):
 class PixelDense(nn.Module):
     """Per-pixel linear layer (a 1x1 conv): on a feature map (N, S, S, C), or fused on the per-layer
     activations dict with `layout` (see `gsd.features.fused_first_layer`). Params: kernel (C, F), bias (F,)."""
+
     features: int
     layout: Optional[FeatureLayout] = None
     fused: bool = False
@@ -138,7 +140,7 @@ def _leaky_conv3x3_taps_bwd(d, negative_slope, precision, res, g):
     dk = jax.lax.fori_loop(0, 9, tap_grad, jnp.zeros((9,) + kernel.shape[2:], g.dtype))
     dx = _taps(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), d, precision)
     if negative_slope is not None:
-        dx = dx * jnp.where(x >= 0, 1.0, negative_slope).astype(dx.dtype)   # leaky_relu's derivative (1 at 0)
+        dx = dx * jnp.where(x >= 0, 1.0, negative_slope).astype(dx.dtype)  # leaky_relu's derivative (1 at 0)
     return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -158,6 +160,7 @@ class Conv3x3(nn.Module):
     at most a map and one shifted copy alive besides the output, where im2col's backward keeps a
     9x-wide copy of the input (1.2 GB for 128 channels at 512 px). None: 'im2col' on CPU, else 'xla'.
     """
+
     features: int
     dilation: int = 1
     impl: Optional[str] = None
@@ -174,13 +177,22 @@ class Conv3x3(nn.Module):
             return leaky_conv3x3_taps(x, kernel, d, self.input_negative_slope, self.precision) + bias
         x = _leaky(x, self.input_negative_slope)
         if impl == 'xla':
-            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((d, d), (d, d)), rhs_dilation=(d, d),
-                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                (1, 1),
+                ((d, d), (d, d)),
+                rhs_dilation=(d, d),
+                dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                precision=self.precision,
+            )
         elif impl == 'im2col':
             h, w = x.shape[1:3]
             xp = jnp.pad(x, ((0, 0), (d, d), (d, d), (0, 0)))
             # Tap (i, j) at channel block 3i + j, matching kernel.reshape(9 * I, O).
-            cols = jnp.concatenate([xp[:, i * d:i * d + h, j * d:j * d + w] for i in range(3) for j in range(3)], -1)
+            cols = jnp.concatenate(
+                [xp[:, i * d : i * d + h, j * d : j * d + w] for i in range(3) for j in range(3)], -1
+            )
             y = jnp.einsum('nhwk,ko->nhwo', cols, kernel.reshape(9 * cin, self.features), precision=self.precision)
         else:
             raise ValueError(f'conv impl must be one of {CONV_IMPLS} or None, got {impl!r}')
@@ -205,17 +217,18 @@ class CNNHead(nn.Module):
     Input: features (N, S, S, C), or with ``first_layer_fused`` the activations dict (needs `layout`).
     Output: logits (N, S, S, num_classes).
     """
+
     num_classes: int
-    in_features: Optional[int] = None          # checked against the input when given
+    in_features: Optional[int] = None  # checked against the input when given
     embed_features: int = PAPER_CNN_EMBED
     channels: Sequence[int] = PAPER_CNN_CHANNELS
     dilations: Sequence[int] = PAPER_CNN_DILATIONS
     negative_slope: float = AUTHORS_LEAKY_SLOPE
     first_layer_fused: bool = False
     layout: Optional[FeatureLayout] = None
-    conv_impl: Optional[str] = None            # see Conv3x3; None: 'taps' on CPU, else 'xla'
+    conv_impl: Optional[str] = None  # see Conv3x3; None: 'taps' on CPU, else 'xla'
     precision: Any = None
-    remat: bool = True                         # impls other than 'taps': recompute activations in backward
+    remat: bool = True  # impls other than 'taps': recompute activations in backward
 
     @property
     def conv_channels(self) -> tuple[int, ...]:
@@ -231,8 +244,11 @@ class CNNHead(nn.Module):
         # Each conv applies the previous layer's leaky ReLU to its input (none before conv0: the embed
         # output is activated by conv0), so a layer's input is the one map its backward needs; 'taps'
         # keeps only that by construction, other impls are rematerialised to the same end.
-        conv = Conv3x3 if impl == 'taps' or not self.remat else nn.remat(
-            Conv3x3, policy=jax.checkpoint_policies.nothing_saveable)
+        conv = (
+            Conv3x3
+            if impl == 'taps' or not self.remat
+            else nn.remat(Conv3x3, policy=jax.checkpoint_policies.nothing_saveable)
+        )
         for i, (ch, d) in enumerate(zip(self.conv_channels, self.dilations)):
             y = conv(ch, d, impl, self.precision, self.negative_slope, name=f'conv{i}')(y)
         return y
@@ -243,6 +259,7 @@ class MLPHead(nn.Module):
 
     Input and output as `CNNHead`.
     """
+
     num_classes: int
     in_features: Optional[int] = None
     hidden: Sequence[int] = PAPER_MLP_HIDDEN
@@ -256,8 +273,13 @@ class MLPHead(nn.Module):
         y = PixelDense(self.hidden[0], self.layout, self.first_layer_fused, self.precision, name='fc0')(x)
         for i, width in enumerate(tuple(self.hidden[1:]) + (self.num_classes,), start=1):
             y = nn.relu(y)
-            y = nn.Dense(width, precision=self.precision, kernel_init=torch_kernel_init,
-                         bias_init=torch_bias_init(y.shape[-1]), name=f'fc{i}')(y)
+            y = nn.Dense(
+                width,
+                precision=self.precision,
+                kernel_init=torch_kernel_init,
+                bias_init=torch_bias_init(y.shape[-1]),
+                name=f'fc{i}',
+            )(y)
         return y
 
 
@@ -300,8 +322,22 @@ def _bf16_as_bits(a):
     return jax.device_put(np.asarray(a).view(np.uint16))
 
 
-def _train_one(head, key, indices, mask, data, labels, lr, weight_decay, lr_decay_factor, *, epochs, batch_size,
-               lr_decay_every, shuffle):
+def _train_one(
+    head,
+    key,
+    indices,
+    mask,
+    data,
+    labels,
+    lr,
+    weight_decay,
+    lr_decay_factor,
+    *,
+    epochs,
+    batch_size,
+    lr_decay_every,
+    shuffle,
+):
     """One head: init from `key`, then `epochs` passes over its images `indices[mask]` in batches."""
     tx = torch_adam(weight_decay)
     params = head.init(key, _take_images(data, jnp.zeros((1,), jnp.int32)))['params']
@@ -317,8 +353,7 @@ def _train_one(head, key, indices, mask, data, labels, lr, weight_decay, lr_deca
         params, opt_state = carry
         b_idx = jax.lax.dynamic_slice_in_dim(idx, k * batch_size, batch_size)
         valid = jax.lax.dynamic_slice_in_dim(msk, k * batch_size, batch_size).astype(jnp.float32)
-        loss, grads = jax.value_and_grad(loss_fn)(params, _take_images(data, b_idx), jnp.take(labels, b_idx, 0),
-                                                  valid)
+        loss, grads = jax.value_and_grad(loss_fn)(params, _take_images(data, b_idx), jnp.take(labels, b_idx, 0), valid)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = jax.tree.map(lambda p, u: p - lr_now * u, params, updates)
         # A step with no image (padding of a shorter subset) changes nothing, Adam's count included.
@@ -341,17 +376,36 @@ def _train_one(head, key, indices, mask, data, labels, lr, weight_decay, lr_deca
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'epochs', 'batch_size', 'lr_decay_every', 'shuffle', 'mesh'))
-def _train_program(head, keys, indices, mask, data, labels, lr, weight_decay, lr_decay_factor, *, epochs,
-                   batch_size, lr_decay_every, shuffle, mesh):
-    one = functools.partial(_train_one, head, epochs=epochs, batch_size=batch_size, lr_decay_every=lr_decay_every,
-                            shuffle=shuffle)
+def _train_program(
+    head,
+    keys,
+    indices,
+    mask,
+    data,
+    labels,
+    lr,
+    weight_decay,
+    lr_decay_factor,
+    *,
+    epochs,
+    batch_size,
+    lr_decay_every,
+    shuffle,
+    mesh,
+):
+    one = functools.partial(
+        _train_one, head, epochs=epochs, batch_size=batch_size, lr_decay_every=lr_decay_every, shuffle=shuffle
+    )
     per_device = jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None, None))
     # check_vma off: the optimizer's step count starts as a device-invariant constant and becomes
     # per-head inside the scans; every output is per-head (P('heads')) anyway.
-    return jax.shard_map(per_device, mesh=mesh,
-                         in_specs=(P('heads'), P('heads'), P('heads'), P(), P(), P(), P(), P()),
-                         out_specs=(P('heads'), P('heads')), check_vma=False)(
-        keys, indices, mask, data, labels, lr, weight_decay, lr_decay_factor)
+    return jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(P('heads'), P('heads'), P('heads'), P(), P(), P(), P(), P()),
+        out_specs=(P('heads'), P('heads')),
+        check_vma=False,
+    )(keys, indices, mask, data, labels, lr, weight_decay, lr_decay_factor)
 
 
 def heads_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -359,10 +413,23 @@ def heads_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ('heads',))
 
 
-def train_heads(make_head: Union[nn.Module, Callable[[], nn.Module]], init_keys, features: Features, labels, *,
-                epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 1e-3, lr_decay_every: int = 50,
-                lr_decay_factor: float = 0.1, batch_size: int = 1, image_indices=None, index_mask=None,
-                shuffle: bool = False, mesh: Optional[Mesh] = None):
+def train_heads(
+    make_head: Union[nn.Module, Callable[[], nn.Module]],
+    init_keys,
+    features: Features,
+    labels,
+    *,
+    epochs: int = 1000,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    lr_decay_every: int = 50,
+    lr_decay_factor: float = 0.1,
+    batch_size: int = 1,
+    image_indices=None,
+    index_mask=None,
+    shuffle: bool = False,
+    mesh: Optional[Mesh] = None,
+):
     """Train M independent heads, one per key, in one compiled program.
 
     make_head: the head module, or a zero-argument callable returning it (all M share the architecture).
@@ -388,10 +455,11 @@ def train_heads(make_head: Union[nn.Module, Callable[[], nn.Module]], init_keys,
     if image_indices is None:
         image_indices = np.broadcast_to(np.arange(n), (m, n))
     image_indices = jnp.asarray(image_indices, jnp.int32)
-    index_mask = (jnp.ones(image_indices.shape, bool) if index_mask is None else jnp.asarray(index_mask, bool))
+    index_mask = jnp.ones(image_indices.shape, bool) if index_mask is None else jnp.asarray(index_mask, bool)
     if image_indices.shape[0] != m or index_mask.shape != image_indices.shape:
-        raise ValueError(f'image_indices and index_mask must be (M={m}, K), got {image_indices.shape}, '
-                         f'{index_mask.shape}')
+        raise ValueError(
+            f'image_indices and index_mask must be (M={m}, K), got {image_indices.shape}, {index_mask.shape}'
+        )
     # Pad K to whole batches (masked out) and M to whole devices (copies of head 0, dropped below).
     k_pad = -image_indices.shape[1] % batch_size
     image_indices = jnp.pad(image_indices, ((0, 0), (0, k_pad)))
@@ -400,14 +468,30 @@ def train_heads(make_head: Union[nn.Module, Callable[[], nn.Module]], init_keys,
     m_pad = -m % mesh.shape['heads']
     pad_rows = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], m_pad, axis=0)]) if m_pad else a
     params, losses = _train_program(
-        head, pad_rows(keys), pad_rows(image_indices), pad_rows(index_mask), jax.tree.map(_bf16_as_bits, features),
+        head,
+        pad_rows(keys),
+        pad_rows(image_indices),
+        pad_rows(index_mask),
+        jax.tree.map(_bf16_as_bits, features),
         jnp.asarray(labels, jnp.int32),
-        jnp.float32(lr), jnp.float32(weight_decay), jnp.float32(lr_decay_factor), epochs=epochs,
-        batch_size=batch_size, lr_decay_every=lr_decay_every, shuffle=shuffle, mesh=mesh)
+        jnp.float32(lr),
+        jnp.float32(weight_decay),
+        jnp.float32(lr_decay_factor),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr_decay_every=lr_decay_every,
+        shuffle=shuffle,
+        mesh=mesh,
+    )
     return jax.tree.map(lambda a: a[:m], params), losses[:m]
+
+
+def ensemble_logits(head: nn.Module, params_stacked, features: Features):
+    """Logits (M, N, S, S, K) of M stacked heads on shared features (array or activations dict); traceable."""
+    return jax.vmap(lambda p: head.apply({'params': p}, features))(params_stacked)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def predict(head: nn.Module, params_stacked, features: Features):
-    """Logits (M, N, S, S, K) of M stacked heads on shared features (array or activations dict)."""
-    return jax.vmap(lambda p: head.apply({'params': p}, features))(params_stacked)
+    """`ensemble_logits`, jitted (one compile per head module and feature shape)."""
+    return ensemble_logits(head, params_stacked, features)

@@ -9,7 +9,7 @@
                                 labels on disk belong to these images
 
 A person paints each label file (any editor that keeps palette mode; or saves an RGB PNG in the
-legend's colours; or one binary PNG per part as `NNNNN_<part>.png`, see `gsd.annotation`) and runs
+legend's colours; or one binary PNG per part as `NNNNN_<part>.png`, see `gsd.io.annotation`) and runs
 the `fewshot` stage. A rerun with the same settings keeps existing labels; with other settings it
 refuses rather than pair old labels with new images. Everything is written to a temporary directory
 first and renamed, so an interrupted run leaves no half set.
@@ -27,48 +27,45 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gsd import annotation
-from gsd import images as image_io
-from gsd import sampling
+from gsd.io import annotation
+from gsd.io import images as image_io
+from gsd.stylegan2 import generator
 
 ANNOTATORS = ('none', 'toy')
 
 
 def models(config) -> dict:
-    return sampling.models(config)
+    return generator.generator_models(config.generator)
 
 
 def _settings(config) -> dict:
     s = config.shots
-    return {'seed': int(config.seed), 'num': int(s.num), 'truncation_psi': float(s.truncation_psi),
-            'annotator': s.annotator, 'generator': str(config.generator.checkpoint)}
+    return {
+        'seed': int(config.seed),
+        'num': int(s.num),
+        'truncation_psi': float(s.truncation_psi),
+        'annotator': s.annotator,
+        'generator': str(config.generator.checkpoint),
+    }
 
 
 def palette(config) -> np.ndarray:
-    colours = np.asarray(config.classes.colours, np.uint8)
-    if colours.shape != (len(config.classes.names), 3):
-        raise ValueError(f'classes.colours must give one RGB triple per class ({len(config.classes.names)}), '
-                         f'got shape {colours.shape}')
-    return colours
+    """The class colours of a config (checked against its class names)."""
+    return annotation.palette(config.classes.names, config.classes.colours)
 
 
 def _candidates(module, variables, seed: int, psi: float, batch: int):
     """Endless (index, z, ws, image uint8) stream: candidate i is a pure function of (seed, i)."""
-    gen = jax.jit(lambda v, z: _ws_and_images(module, v, z, psi))
+    gen = jax.jit(lambda v, z: generator.ws_and_images(module, v, z, psi))
     base = jax.random.PRNGKey(seed)
     start = 0
     while True:
         idx = np.arange(start, start + batch)
-        z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), (module.z_dim,)))(jnp.asarray(idx))
+        z = generator.latents(base, jnp.asarray(idx), module.z_dim)
         ws, imgs = gen(variables, z)
         for i, zi, wi, im in zip(idx, np.asarray(z), np.asarray(ws), image_io.to_uint8(imgs)):
             yield int(i), zi, wi, im
         start += batch
-
-
-def _ws_and_images(module, variables, z, psi):
-    ws = module.apply(variables, z, truncation_psi=psi, method='map')
-    return ws, module.apply(variables, ws, noise_mode='const', method='synthesize')
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -82,27 +79,31 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     if record.exists():
         before = json.loads(record.read_text())
         if before.get('settings') != settings:
-            raise ValueError(f'{out}: holds shots sampled with {before.get("settings")}, not {settings}; '
-                             f'use a new workdir (its labels belong to those images)')
+            raise ValueError(
+                f'{out}: holds shots sampled with {before.get("settings")}, not {settings}; '
+                f'use a new workdir (its labels belong to those images)'
+            )
         print(f'shots: {out} already holds these {cfg.num} shots; kept')
         return before
 
-    module, variables = sampling.build_generator(config.generator)
+    module, variables = generator.build_generator(config.generator)
     colours = palette(config)
     toy_labels = cfg.annotator == 'toy'
     if toy_labels:
-        from gsd import toy_annotate
+        from gsd.toy import annotator as toy_annotate
     kept, refused = [], {}
     for i, z, ws, img in _candidates(module, variables, config.seed, cfg.truncation_psi, cfg.batch_size):
         if len(kept) == cfg.num:
             break
         if i >= cfg.max_candidates:
-            raise RuntimeError(f'shots: only {len(kept)} of {cfg.num} samples were labelled after '
-                               f'{cfg.max_candidates} candidates (refusals: {refused})')
+            raise RuntimeError(
+                f'shots: only {len(kept)} of {cfg.num} samples were labelled after '
+                f'{cfg.max_candidates} candidates (refusals: {refused})'
+            )
         mask = None
         if toy_labels:
             mask, reason = toy_annotate.read(img)
-            if mask is None:      # a careful labeller skips a sample they cannot read
+            if mask is None:  # a careful labeller skips a sample they cannot read
                 refused[reason] = refused.get(reason, 0) + 1
                 continue
         kept.append((i, z, ws, img, mask))
@@ -116,37 +117,36 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 image_io.write_png(tmp / 'labels' / f'{k:05d}.png', mask.astype(np.uint8), palette=colours)
             else:
                 annotation.write_label_template(tmp / 'labels' / f'{k:05d}.png', img, colours)
-        np.savez(tmp / 'latents.npz', candidate=np.array([c[0] for c in kept]), z=np.stack([c[1] for c in kept]),
-                 ws=np.stack([c[2] for c in kept]))
+        np.savez(
+            tmp / 'latents.npz',
+            candidate=np.array([c[0] for c in kept]),
+            z=np.stack([c[1] for c in kept]),
+            ws=np.stack([c[2] for c in kept]),
+        )
         annotation.write_colour_legend(tmp / 'classes.json', list(config.classes.names), colours)
-        summary = {'settings': settings, 'num': len(kept), 'candidates_seen': int(kept[-1][0]) + 1 if kept else 0,
-                   'refused': refused, 'labelled_by': 'gsd.toy.annotate' if toy_labels else 'you: paint labels/'}
+        summary = {
+            'settings': settings,
+            'num': len(kept),
+            'candidates_seen': int(kept[-1][0]) + 1 if kept else 0,
+            'refused': refused,
+            'labelled_by': 'gsd.toy.annotator' if toy_labels else 'you: paint labels/',
+        }
         (tmp / 'shots.json').write_text(json.dumps(summary, indent=1))
         if out.exists():
-            shutil.rmtree(out)     # only a set without shots.json (an unfinished earlier write) gets here
+            shutil.rmtree(out)  # only a set without shots.json (an unfinished earlier write) gets here
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    how = ('labelled by the toy annotator' if toy_labels else
-           f'paint {out / "labels"}/*.png (palette in classes.json), then run the fewshot stage')
+    how = (
+        'labelled by the toy annotator'
+        if toy_labels
+        else f'paint {out / "labels"}/*.png (palette in classes.json), then run the fewshot stage'
+    )
     print(f'shots: {len(kept)} images in {out / "images"}; {how}')
     return summary
 
 
 def read(workdir, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 (K, H, W, 3), ws (K, num_ws, w_dim), labels int32 (K, H, W)) of WORKDIR/shots,
-    labels read and checked by `gsd.annotation` (all problems reported at once, naming the files)."""
-    out = pathlib.Path(workdir) / 'shots'
-    if not (out / 'shots.json').exists():
-        raise FileNotFoundError(f'{out}: no shots here; run the shots stage first')
-    lat = np.load(out / 'latents.npz')
-    stems = [f'{k:05d}' for k in range(lat['ws'].shape[0])]
-    imgs = np.stack([image_io.read_rgb(out / 'images' / f'{s}.png') for s in stems])
-    labels = annotation.read_annotations(out / 'labels', stems, size=imgs.shape[1:3],
-                                         class_names=list(config.classes.names), colours=palette(config))
-    blank = [s for s, lab in zip(stems, labels) if not np.any(lab != 0)]
-    if blank:   # an unpainted template reads as a valid all-background mask: refuse it
-        raise annotation.AnnotationError([(out / 'labels' / f'{s}.png', 'no part labelled (still the template?)')
-                                          for s in blank])
-    return imgs, lat['ws'], labels
+    """(images, ws, labels) of WORKDIR/shots for a config's classes (see `gsd.io.annotation.read_shots`)."""
+    return annotation.read_shots(pathlib.Path(workdir) / 'shots', list(config.classes.names), palette(config))

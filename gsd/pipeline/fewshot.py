@@ -1,0 +1,148 @@
+"""Few-shot stage: train the segmentation head(s) on the labelled shots' GAN features.
+
+Reads WORKDIR/shots (see `gsd.pipeline.shots`), runs the generator once on the shots' w+ (constant noise, as
+they were sampled) capturing the chosen synthesis convs, and trains `config.fewshot.ensemble` heads
+in one compiled program (`gsd.nn.heads.train_heads`: vmapped, split over local devices). The head's
+first layer is applied per layer at that layer's own resolution (`first_layer_fused`), so the
+concatenated (H, W, C) feature map is never built. Writes
+
+    heads/params/          orbax checkpoint of the stacked head parameters (leading axis = member)
+    heads/heads.json       everything needed to rebuild the head: kind, classes, layers, layout
+    heads/train_loss.json  per-member loss per epoch (every 10th epoch)
+
+`load(workdir, config)` returns a `gsd.segmenters.GANSegmenter` that maps w+ (and noise) to class probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gsd import features, segmenters
+from gsd.io import annotation, param_store
+from gsd.nn import heads
+from gsd.stylegan2 import generator
+
+FEATURE_DTYPES = ('float32', 'bfloat16')  # how the shots' activations are stored; heads compute in float32
+
+
+def extractor_for(module, cfg: ml_collections.ConfigDict) -> features.FeatureExtractor:
+    """The feature extractor a `fewshot` config block describes (layers by name, groups or range)."""
+    layers = features.select_layers(
+        module.resolution,
+        layers=tuple(cfg.layers) if cfg.layers else None,
+        groups=cfg.groups or None,
+        res_range=tuple(cfg.res_range) if cfg.res_range else None,
+    )
+    return features.FeatureExtractor(
+        module, cfg.feature_size or module.resolution, layers, cfg.upsample, cfg.align_corners
+    )
+
+
+def models(config) -> dict:
+    module = generator.architecture(config.generator)
+    if module is None:
+        return {}
+    ext = extractor_for(module, config.fewshot)
+    head = segmenters.make_head(config.fewshot.head, len(config.classes.names), ext.layout)
+    example = {
+        n: jnp.zeros((1, features.layer_resolution(n), features.layer_resolution(n), c))
+        for n, c in zip(ext.layout.layers, ext.layout.layer_channels)
+    }
+    return {'head': (head, (example,))}
+
+
+def _settings(config, ws, labels) -> dict:
+    """What the heads are a function of: the config, the generator and the labelled shots."""
+    digest = hashlib.sha256(np.ascontiguousarray(ws).tobytes() + np.ascontiguousarray(labels).tobytes())
+    return {
+        'seed': int(config.seed),
+        'fewshot': config.fewshot.to_dict(),
+        'generator': str(config.generator.checkpoint),
+        'shots': digest.hexdigest()[:16],
+    }
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Train the heads, unless WORKDIR/heads already holds heads trained with the same settings on the
+    same shots (a rerun of a pipeline keeps them, and what was made from them stays valid)."""
+    cfg = config.fewshot
+    workdir = pathlib.Path(workdir)
+    out = workdir / 'heads'
+    t0 = time.time()
+    _, ws, labels = annotation.read_shots(
+        workdir / 'shots', list(config.classes.names), annotation.palette(config.classes.names, config.classes.colours)
+    )
+    settings = json.loads(json.dumps(_settings(config, ws, labels)))  # as it reads back from JSON
+    if (out / 'heads.json').exists():
+        before = segmenters.read_heads_meta(out)
+        if before.get('settings') == settings:
+            print(f'fewshot: {out} already holds heads trained with these settings on these shots; kept')
+            return before
+    if cfg.feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f'fewshot.feature_dtype must be one of {FEATURE_DTYPES}, got {cfg.feature_dtype!r}')
+    module, variables = generator.build_generator(config.generator)
+    ext = extractor_for(module, cfg)
+    if labels.shape[1] != ext.out_size:
+        raise ValueError(
+            f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '
+            f'{ext.out_size} px (fewshot.feature_size)'
+        )
+    # One shot at a time into buffers allocated once: the generator never runs at batch N.
+    acts = ext.stored_activations(variables, jnp.asarray(ws), batch_size=1, dtype=cfg.feature_dtype)
+    head = segmenters.make_head(cfg.head, len(config.classes.names), ext.layout)
+    keys = jax.random.split(jax.random.key(config.seed + 1), cfg.ensemble)
+    params, losses = heads.train_heads(
+        head,
+        keys,
+        acts,
+        labels,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_decay_every=cfg.lr_decay_every,
+        lr_decay_factor=cfg.lr_decay_factor,
+        batch_size=cfg.batch_size,
+    )
+    losses = np.asarray(losses)
+    if not np.all(np.isfinite(losses[:, -1])):
+        raise FloatingPointError(f'fewshot: head training diverged (final losses {losses[:, -1]})')
+    meta = {
+        'settings': settings,
+        'head': cfg.head,
+        'ensemble': int(cfg.ensemble),
+        'classes': list(config.classes.names),
+        'layers': list(ext.layout.layers),
+        'layer_channels': list(ext.layout.layer_channels),
+        'feature_size': ext.out_size,
+        'generator_resolution': module.resolution,
+        'upsample': ext.upsample,
+        'align_corners': ext.align_corners,
+        'shots': int(labels.shape[0]),
+        'epochs': int(cfg.epochs),
+        'final_loss': [float(x) for x in losses[:, -1]],
+        'seconds': round(time.time() - t0, 1),
+    }
+    param_store.write(
+        out, jax.device_get(params), {'heads.json': meta, 'train_loss.json': losses[:, ::10].round(5).tolist()}
+    )
+    print(
+        f'fewshot: {cfg.ensemble} {cfg.head} head(s) on {labels.shape[0]} shot(s), '
+        f'{ext.layout.channels} feature channels; final loss {np.mean(losses[:, -1]):.4f}; '
+        f'{meta["seconds"]} s -> {out}'
+    )
+    return meta
+
+
+def load(workdir, config, generator_and_variables: Optional[tuple] = None) -> segmenters.GANSegmenter:
+    """The GANSegmenter a `fewshot` run wrote to WORKDIR/heads (the generator from the config unless given)."""
+    module, variables = generator_and_variables or generator.build_generator(config.generator)
+    return segmenters.load_heads(pathlib.Path(workdir) / 'heads', module, variables)
