@@ -4,9 +4,12 @@ The paper's tables report percentages, so every IoU and the pixel accuracy here 
 (0-100). IoU per class is TP / (TP + FP + FN) over the WHOLE test set (one confusion matrix summed
 over all images, not a mean of per-image IoUs), as the paper, DatasetGAN and DDPM-segmentation do.
 
-Which classes the "weighted IoU" covers differs between the paper's tables (background left out in the
-3-class setting, kept in the 10-class one; see shared/notes/protocol.md), so `Confusion.results` gives
-both, under names that say which, beside the plain mean IoU and the per-class IoUs.
+The paper's "weighted IoU" weights each class's IoU by that class's share of the ground-truth pixels.
+Which classes it covers differs between the paper's tables: background is left out in the 3-class
+face setting (Table 2's 71.7 lies between the three part IoUs, where a ~99% background IoU would
+dominate) and kept in the 10-class one (Table 3 lists background). So
+`Confusion.results` gives both, under names that say which, beside the plain mean IoU and the
+per-class IoUs.
 """
 
 from __future__ import annotations

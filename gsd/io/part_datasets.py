@@ -179,8 +179,10 @@ def _celebamask_items(ids, image_dir, mask_dir, read_names, merges, renumber, re
 # ----------------------------------------------------------------------------------------------
 # PASCAL-Part car and horse.
 
-# Part name -> class. The paper names the classes only; this grouping is the natural one
-# (shared/notes/protocol.md). Unknown part names are errors, not silently background.
+# Part name -> class. The paper names the classes only (car: body, plate, light, wheel, window; horse:
+# head, neck+torso, legs, tail); this grouping is the natural one: plate = front and back plates,
+# body = the sides, roof, mirrors and doors; a horse's head includes eyes, ears and muzzle, its legs
+# the hooves. Unknown part names are errors, not silently background.
 _CAR_PARTS = [
     (r'fliplate|bliplate', 'plate'),
     (r'headlight_\d+', 'light'),

@@ -2,8 +2,9 @@
 
 * `rgb_classifier`: a per-pixel MLP on RGB alone, trained on the same labelled shots as the head. It
   shows what colour can and cannot tell (toy left and right eyes look alike by design).
-* `supervised_unet`: the UNet of `gsd.nn.unet` trained directly on k labelled *real* images with the
-  auto-shot augmentation: what the same labels buy without a GAN.
+The other baseline, a UNet trained directly on k labelled *real* images with the auto-shot
+augmentation (what the same labels buy without a GAN), is `gsd.nn.unet.train_simple`; the report
+stage runs it as `supervised_<k>shot`.
 """
 
 from __future__ import annotations

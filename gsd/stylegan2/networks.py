@@ -9,7 +9,7 @@ learning rate). Variables live in two collections:
 * ``buffers``: ``mapping/w_avg [w_dim]`` and each conv's ``noise_const [R, R]``.
 
 Every synthesis layer is a module named ``synthesis/b{R}/{conv0,conv1,torgb}``; run with
-``capture_intermediates`` (see :func:`gsd.stylegan2.capture`) to read its output under the
+``capture_intermediates`` (see :func:`capture_activations`) to read its output under the
 readable name ``b{R}.conv0`` etc. A block's own output is ``(features, running_rgb)``.
 """
 
