@@ -65,7 +65,7 @@ def autoshot_blocks(
     u.depth = 4
     u.norm_groups = 8
     u.dtype = dtype  # compute dtype: 'bfloat16' on TPU/GPU
-    u.conv_impl = 'xla'  # XLA's conv (gsd.nn.heads.Conv3x3): fastest for a standalone jitted step
+    u.conv_impl = 'xla'  # XLA's conv (gsd.nn.layers.Conv3x3): fastest for a standalone jitted step
     u.batch_size = batch_size  # global, sharded over all devices
     u.epochs = epochs
     u.lr = 1e-3  # the paper: Adam 1e-3,

@@ -55,12 +55,6 @@ LPIPS_FILES_HELP = (
     'vgg16_path= and lpips_path=, or vgg16_path= alone for one .npz holding both key sets'
 )
 
-_trace_count = 0  # how often the projection program was traced; tests assert repeated calls reuse it
-
-
-def trace_count() -> int:
-    return _trace_count
-
 
 def _avg_pool2(x, axes=(1, 2)):
     """2x2 box average over `axes` (odd sizes drop their last row/column, as avg_pool2d does)."""
@@ -280,8 +274,6 @@ def _optimizer(hp, steps: int):
 
 def _init(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimize_noise, w_avg_samples):
     """-> (carry = (params, opt_state), ctx = everything the steps read)."""
-    global _trace_count
-    _trace_count += 1
     loss, features, _ = _parts(loss, static_loss)
     key_init, key_latent = jnp.moveaxis(jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds), 1, 0)
     w_avg, w_std = w_statistics(G, variables, w_avg_samples)
@@ -362,6 +354,8 @@ def _finish(G, static_loss, ctx, carry, *, optimize_noise):
 
 
 _STATIC = ('G', 'static_loss', 'steps', 'optimize_noise', 'w_avg_samples')
+_STEP_STATIC = ('G', 'static_loss', 'steps', 'optimize_noise')
+_FINISH_STATIC = ('G', 'static_loss', 'optimize_noise')
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -385,8 +379,8 @@ def _program(G, variables, targets, loss, static_loss, hp, seeds, *, steps, opti
 
 
 _init_program = jax.jit(_init, static_argnames=_STATIC)
-_step_program = jax.jit(_step, static_argnames=('G', 'static_loss', 'steps', 'optimize_noise'), donate_argnums=3)
-_finish_program = jax.jit(_finish, static_argnames=('G', 'static_loss', 'optimize_noise'))
+_step_program = jax.jit(_step, static_argnames=_STEP_STATIC, donate_argnums=3)
+_finish_program = jax.jit(_finish, static_argnames=_FINISH_STATIC)
 
 
 def _stepped(G, variables, targets, loss, static_loss, hp, seeds, *, steps, optimize_noise, w_avg_samples):

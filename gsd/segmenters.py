@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsd import features, projection
+from gsd import errors, features, projection
 from gsd.io import param_store, sources
 from gsd.nn import heads, unet
 
@@ -31,7 +31,7 @@ def make_head(kind: str, num_classes: int, layout: features.FeatureLayout):
         return heads.CNNHead(num_classes, in_features=layout.channels, first_layer_fused=True, layout=layout)
     if kind == 'mlp':
         return heads.MLPHead(num_classes, in_features=layout.channels, first_layer_fused=True, layout=layout)
-    raise ValueError(f'fewshot.head must be one of {HEAD_KINDS}, got {kind!r}')
+    raise errors.SettingError(f'fewshot.head: must be one of {HEAD_KINDS}, got {kind!r}')
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,8 +66,15 @@ def read_heads_meta(heads_dir) -> dict:
     """heads.json of a `fewshot` output directory (WORKDIR/heads)."""
     path = pathlib.Path(heads_dir) / 'heads.json'
     if not path.exists():
-        raise FileNotFoundError(f'{path.parent}: no trained heads here; run the fewshot stage first')
-    return json.loads(path.read_text())
+        raise errors.MissingInputError(f'{path.parent}: no trained heads here; run the fewshot stage first')
+    return _read_json(path)
+
+
+def _read_json(path: pathlib.Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise errors.BadFileError(f'{path}: damaged ({e}); run the stage that wrote it again') from None
 
 
 def load_heads(heads_dir, module, variables) -> GANSegmenter:
@@ -167,8 +174,8 @@ def load_unet(unet_dir, batch_size: int = 16) -> UNetSegmenter:
     out = pathlib.Path(unet_dir)
     path = out / 'unet.json'
     if not path.exists():
-        raise FileNotFoundError(f'{out}: no trained auto-shot UNet here; run the autoshot stage first')
-    meta = json.loads(path.read_text())
+        raise errors.MissingInputError(f'{out}: no trained auto-shot UNet here; run the autoshot stage first')
+    meta = _read_json(path)
     model = unet.UNet(
         len(meta['classes']),
         meta['base_width'],

@@ -1,4 +1,4 @@
-"""Shared test set-up: CPU only, the read-only reference fixtures beside the repository."""
+"""Shared test set-up: CPU only, the StyleGAN2 reference fixtures shipped in tests/fixtures/stylegan2."""
 
 import os
 import pathlib
@@ -10,7 +10,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'stylegan2'
+FIXTURES = REPO / 'tests' / 'fixtures' / 'stylegan2'  # provenance and layout: its README.md
 
 
 TOL = 1e-4  # parity tolerance: max abs error, float32 on CPU

@@ -1,5 +1,6 @@
 """gsd.augment: identity, flips with class swaps, translations, out-of-frame fill, no recompiles."""
 
+import chex
 import jax
 import numpy as np
 
@@ -102,21 +103,21 @@ def test_random_ranges():
 
 
 def test_jit_vmap_no_recompile():
-    traces = []
+    chex.clear_trace_counter()
 
+    @chex.assert_max_traces(n=1)  # a second trace raises
     def f(key, x, y):
-        traces.append(1)
         return aug.augment(key, x, y, flip_permutation=aug.swap_permutation(7, [(3, 4)]))
 
     img = np.random.default_rng(2).normal(size=(2, H, W, 3)).astype(np.float32)
     lab = np.concatenate([_labels()] * 2)
     fj = jax.jit(f)
     outs = [fj(jax.random.key(k), img, lab) for k in range(3)]
-    assert len(traces) == 1
     assert not np.array_equal(np.asarray(outs[0][0]), np.asarray(outs[1][0]))
     assert outs[0][0].shape == img.shape and outs[0][1].shape == lab.shape and outs[0][1].dtype == lab.dtype
-    # vmapped over keys (e.g. several augmented views in one program), still jitted once.
+    # vmapped over keys (e.g. several augmented views in one program): a new program, traced once for any keys.
+    chex.clear_trace_counter()
     vj = jax.jit(jax.vmap(f, in_axes=(0, None, None)))
-    x, y = vj(jax.random.split(jax.random.key(7), 4), img, lab)
+    x, y = [vj(jax.random.split(jax.random.key(k), 4), img, lab) for k in (7, 8)][0]
     assert x.shape == (4,) + img.shape and y.shape == (4,) + lab.shape
     assert set(np.unique(np.asarray(y))) <= {0, 3, 4, 6}

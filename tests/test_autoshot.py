@@ -18,14 +18,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import test_fewshot_pipeline
 from conftest import REPO
 from PIL import Image
-from test_fewshot_pipeline import generator_dir, make_config, paint  # noqa: F401 - generator_dir is a fixture
+from test_fewshot_pipeline import make_config, paint
 
 from gsd import toy
+from gsd.io import autoshot_dataset
 from gsd.io import images as image_io
 from gsd.pipeline import autoshot, autoshot_segment, fewshot, shots
 from gsd.pipeline import autoshot_data as synthetic
+from gsd.training import parallel
+
+# pytest finds fixtures among the module's names; bound here rather than imported so that the tests'
+# arguments of the same name are not redefinitions to the linter.
+generator_dir = test_fewshot_pipeline.generator_dir
 
 NUM, CHUNK, BATCH = 12, 4, 2
 
@@ -76,7 +83,7 @@ def test_jensen_shannon_and_soft_labels():
 
 
 def test_dataset_reads_back_through_tfds_and_matches_the_labeller(dataset_dir, generator_dir):
-    meta, train, val = synthetic.sources(dataset_dir)
+    meta, train, val = autoshot_dataset.sources(dataset_dir / 'autoshot_data')
     assert (meta['train'], meta['validation'], len(train), len(val)) == (9, 3, 9, 3)
     records = [train[i] for i in range(len(train))] + [val[i] for i in range(len(val))]
     assert [int(r['index']) for r in records] == list(range(NUM)), 'every index once, in order'
@@ -89,7 +96,7 @@ def test_dataset_reads_back_through_tfds_and_matches_the_labeller(dataset_dir, g
     # Image i is a function of (seed, i) alone: the labeller on [5, 6] reproduces record 5.
     config = autoshot_config(generator_dir)
     seg = fewshot.load(dataset_dir, config)
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
+    mesh = parallel.mesh(jax.devices()[:1])
     out = synthetic.Labeller(seg, config.seed, config.autoshot_data.truncation_psi, mesh)(np.array([5, 6]))
     np.testing.assert_array_equal(out['image'][0], r['image'])
     np.testing.assert_allclose(out['logits'][0].astype(np.float32), r['logits'].astype(np.float32), atol=1e-2)
@@ -138,16 +145,16 @@ def test_generation_resumes_after_a_kill_on_eight_devices(heads_dir, generator_d
     staged = len(list(staging.glob('chunk_*.npz')))
     assert 1 <= staged < n // 8, f'the kill should land mid-run ({staged} chunks staged): {proc.stdout.read()[-2000:]}'
     with pytest.raises(FileNotFoundError, match='no complete auto-shot dataset'):
-        synthetic.sources(work)  # a half-made dataset is never read
+        autoshot_dataset.sources(work / 'autoshot_data')  # a half-made dataset is never read
     rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert 'resuming' in rerun.stdout
-    meta, train, val = synthetic.sources(work)
+    meta, train, val = autoshot_dataset.sources(work / 'autoshot_data')
     indices = [int(train[i]['index']) for i in range(len(train))] + [int(val[i]['index']) for i in range(len(val))]
     assert indices == list(range(n))
     config = autoshot_config(generator_dir)
     seg = fewshot.load(work, config)
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
+    mesh = parallel.mesh(jax.devices()[:1])
     ref = synthetic.Labeller(seg, config.seed, config.autoshot_data.truncation_psi, mesh)(np.array([0, 1, 798, 799]))
     got = [train[0], train[1], val[len(val) - 2], val[len(val) - 1]]
     for j, r in enumerate(got):
@@ -169,6 +176,18 @@ def test_unet_stage_resumes_and_segments_any_size(dataset_dir, generator_dir, tm
     history = json.loads((work / 'autoshot' / 'train.json').read_text())['history']
     assert [h['epoch'] for h in history] == [2], 'the rerun trained only the missing epoch'
     assert (work / 'autoshot' / 'tensorboard' / 'metrics.jsonl').exists()
+
+    # The latest checkpoint damaged (a save cut short): one line, then epoch 2 again from checkpoint 2,
+    # on the same batches with the same plateau state, to the same UNet.
+    before = jax.tree.map(np.asarray, autoshot.load(work).params)
+    manifest = work / 'autoshot' / 'checkpoints' / '4' / 'state' / 'manifest.ocdbt'
+    manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
+    autoshot.run(config, work)
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if ' is unreadable ' in line]
+    assert len(notes) == 1 and 'checkpoint 4' in notes[0] and 'resuming from step 2' in notes[0], out
+    assert 'autoshot: resumed from step 2' in out
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, autoshot.load(work).params), before)
 
     seg = autoshot.load(work)
     rng = np.random.default_rng(0)
@@ -196,11 +215,44 @@ def test_unet_stage_resumes_and_segments_any_size(dataset_dir, generator_dir, tm
         config.autoshot_segment.input = str(photos)
     with pytest.warns(UserWarning, match='broken.png'):
         result = autoshot_segment.run(config, work)
-    assert set(result['images']) == {'rgba', 'grey', 'deep', 'photo'}
-    assert result['images']['deep']['size'] == [24, 18]
+    assert set(result['images']) == {'rgba.png', 'grey.png', 'deep.png', 'photo.jpg'}
+    assert {v['output'] for v in result['images'].values()} == {'rgba', 'grey', 'deep', 'photo'}
+    assert result['images']['deep.png']['size'] == [24, 18]
     assert any('broken.png' in path for path, _ in result['skipped'])
     mask = Image.open(work / 'autoshot_segment' / 'photo_mask.png')
     assert mask.mode == 'P' and mask.size == (61, 37)
+
+    # Heads retrained and the dataset regenerated (its settings.json names other heads): the UNet's
+    # checkpoints were trained on the old data and are refused, not silently reused.
+    settings = work / 'autoshot_data' / 'settings.json'
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), 'heads': 'retrained'}))
+    with pytest.raises(ValueError, match='trained on other data.*delete .*autoshot/checkpoints or use a new workdir'):
+        autoshot.run(config, work)
+
+
+def test_unet_stage_nan_guard(dataset_dir, generator_dir, tmp_path):
+    work = tmp_path / 'w'
+    shutil.copytree(dataset_dir, work)
+    config = autoshot_config(generator_dir)
+    with config.unlocked():
+        config.autoshot.lr = float('nan')  # the first step's update makes every later loss NaN
+    with pytest.raises(FloatingPointError, match='autoshot: non-finite loss between steps 0 and 2.*no checkpoint yet'):
+        autoshot.run(config, work)
+    assert not (work / 'autoshot' / 'unet').exists() and not list((work / 'autoshot' / 'checkpoints').iterdir())
+
+
+def test_unet_stage_checks_its_settings_first(generator_dir, tmp_path):
+    config = autoshot_config(generator_dir)
+    for setting, value, message in [
+        ('batch_size', 0, 'autoshot.batch_size: must be a positive multiple of the 1 devices, got 0'),
+        ('epochs', 0, 'autoshot.epochs: must be an integer >= 1, got 0'),
+    ]:
+        with config.unlocked():
+            setattr(config.autoshot, setting, value)
+        with pytest.raises(ValueError, match=message):
+            autoshot.run(config, tmp_path / 'nothing_here')  # refused before the dataset is even looked for
+        with config.unlocked():
+            setattr(config.autoshot, setting, autoshot_config(generator_dir).autoshot[setting])
 
 
 def test_composite_canvas():

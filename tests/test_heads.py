@@ -14,6 +14,7 @@ from conftest import REPO
 
 from gsd import features as F
 from gsd.nn import heads as H
+from gsd.nn import layers
 
 # Narrow widths keep the tests fast; the dilations, depth and activations are the paper's.
 SMALL_CNN = H.CNNHead(3, embed_features=32, channels=(32,) * 6 + (16,))
@@ -81,7 +82,7 @@ def test_cnn_is_the_papers():
 
 def test_cnn_receptive_field_is_61px_and_convs_agree():
     x = jax.random.normal(jax.random.key(1), (1, 71, 71, 2))
-    heads = {impl: H.CNNHead(2, embed_features=4, channels=(4,) * 7, conv_impl=impl) for impl in H.CONV_IMPLS}
+    heads = {impl: H.CNNHead(2, embed_features=4, channels=(4,) * 7, conv_impl=impl) for impl in layers.CONV_IMPLS}
     p = heads['im2col'].init(jax.random.key(2), x)
     g = np.abs(np.asarray(jax.jit(jax.grad(lambda x: heads['im2col'].apply(p, x)[0, 35, 35, 0]))(x)))
     rows, cols = np.nonzero(g.sum(axis=(0, 2, 3)))[0], np.nonzero(g.sum(axis=(0, 1, 3)))[0]
@@ -297,7 +298,7 @@ def test_taps_conv_and_its_backward_equal_xla(dilation, slope):
             precision=jax.lax.Precision.HIGHEST,
         )
 
-    taps = lambda x, k: H.leaky_conv3x3_taps(x, k, dilation, slope)
+    taps = lambda x, k: layers.leaky_conv3x3_taps(x, k, dilation, slope)
     ref = np.asarray(xla(x, k))
     np.testing.assert_allclose(np.asarray(jax.jit(taps)(x, k)), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     grads = [jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * g), argnums=(0, 1)))(x, k) for f in (taps, xla)]
@@ -338,7 +339,7 @@ def test_bfloat16_activations_train_as_float32():
     head = H.CNNHead(3, embed_features=8, channels=(8,) * 7, first_layer_fused=True, layout=layout)
     keys = jax.random.split(jax.random.key(16), 2)
     run = lambda a: H.train_heads(head, keys, a, labels, epochs=20, lr=1e-2)
-    (p16, l16), (pw, lw), (p32, l32) = run(half), run(widened), run(acts)
+    (p16, l16), (pw, lw), (_, l32) = run(half), run(widened), run(acts)
     np.testing.assert_allclose(np.asarray(l16), np.asarray(lw), rtol=1e-5, atol=1e-6)
     assert _max_diff(p16, pw) < 1e-5
     np.testing.assert_allclose(np.asarray(l16), np.asarray(l32), rtol=2e-2)

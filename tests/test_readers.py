@@ -3,7 +3,6 @@
 import collections
 import json
 import os
-import pathlib
 import pickle
 import shutil
 import subprocess
@@ -11,11 +10,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 from writers import MARKER, FakeNetwork, Globals, Storage, Tensor, legacy_torch_file, tf_network, torch_globals
 
 from gsd.stylegan2.readers import CheckpointError, read_checkpoint_file, read_pickle_file, read_torch_file
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'stylegan2'
 ROSINALITY_PT = FIXTURES / 'rosinality_public.pt'
 NVIDIA_PKL = FIXTURES / 'nvidia_public.pkl'
 

@@ -1,4 +1,4 @@
-"""gsd.toy.quality (tools/toy_quality.py): acceptance and class shares of a generator's samples under the scripted annotator."""
+"""gsd.toy.quality (tools/toy_quality.py): a generator's samples under the scripted annotator."""
 
 import jax
 import jax.numpy as jnp

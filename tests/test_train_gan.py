@@ -1,7 +1,9 @@
-"""GAN training: smoke run end to end, kill-and-resume equals an uninterrupted run, 1 vs 8 devices."""
+"""GAN training: smoke run end to end, kill-and-resume equals an uninterrupted run, reruns refused or
+resumed from the previous checkpoint, the NaN guard and config errors as one line, 1 vs 8 devices."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,17 +33,48 @@ def exported_params(workdir):
     return jax.tree.map(np.asarray, variables)
 
 
-def test_smoke_run_writes_everything(tmp_path):
-    out = run_cli(tmp_path)
+def assert_same_params(a, b):
+    import jax
+
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=str(path))
+
+
+def run_failing(workdir, *extra, env=None):
+    """A run that must end as bad input: exit status 2 and one line on stderr; returns that line."""
+    proc = subprocess.run(
+        SMOKE + [f'--workdir={workdir}', *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('gsd: '), proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+    """One smoke run (6 steps, checkpoints 3 and 6), its workdir and stdout; tests that rerun in it copy it."""
+    workdir = tmp_path_factory.mktemp('smoke') / 'run'
+    return workdir, run_cli(workdir)
+
+
+def copy_of(smoke, tmp_path):
+    work = tmp_path / 'run'
+    shutil.copytree(smoke[0], work)
+    return work
+
+
+def test_smoke_run_writes_everything(smoke):
+    work, out = smoke
     assert 'gan: step 6/6' in out and 'img/s' in out and 'ETA' in out
-    assert sorted(p.name for p in (tmp_path / 'samples').glob('*.png')) == ['step_0000003.png', 'step_0000006.png']
-    assert (tmp_path / 'checkpoints' / '6').is_dir()
-    events = list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+    assert sorted(p.name for p in (work / 'samples').glob('*.png')) == ['step_0000003.png', 'step_0000006.png']
+    assert (work / 'checkpoints' / '6').is_dir()
+    events = list((work / 'tensorboard').glob('events.out.tfevents.*'))
     assert events and events[0].stat().st_size > 0
-    rows = [json.loads(line) for line in (tmp_path / 'tensorboard' / 'metrics.jsonl').read_text().splitlines()]
+    rows = [json.loads(line) for line in (work / 'tensorboard' / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [2, 4, 6] and all(np.isfinite(r['loss/G']) for r in rows)
     assert any('reg/r1_penalty' in r for r in rows) and any('reg/pl_penalty' in r for r in rows)
-    params = exported_params(tmp_path)
+    params = exported_params(work)
     assert params['params']['synthesis']['b16']['conv1']['weight'].shape == (3, 3, 16, 16)
 
 
@@ -65,13 +98,11 @@ def test_kill_and_rerun_resumes_to_the_same_result(tmp_path):
     out = run_cli(killed, *steps)
     resumed = [line for line in out.splitlines() if 'resumed from step' in line]
     assert resumed and int(resumed[0].split('resumed from step ')[1].split()[0]) >= 3
-    a, b = exported_params(straight), exported_params(killed)
-    for (path, x), y in zip(__import__('jax').tree_util.tree_leaves_with_path(a), __import__('jax').tree.leaves(b)):
-        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=str(path))
+    assert_same_params(exported_params(straight), exported_params(killed))
 
 
-def test_resume_refuses_a_different_architecture(tmp_path):
-    run_cli(tmp_path)
+def test_resume_refuses_a_different_architecture(smoke, tmp_path):
+    tmp_path = copy_of(smoke, tmp_path)
     proc = subprocess.run(
         SMOKE + [f'--workdir={tmp_path}', '--config.gan.channel_max=32'],
         cwd=REPO,
@@ -80,14 +111,54 @@ def test_resume_refuses_a_different_architecture(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0 and 'different architecture' in proc.stderr
+    # The same architecture on other training images: the checkpoints' record of their data refuses it.
+    proc = subprocess.run(
+        SMOKE + [f'--workdir={tmp_path}', '--config.gan.data.seed=5'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and 'trained on other data' in proc.stderr and 'use a new workdir' in proc.stderr
+
+
+def test_unreadable_latest_checkpoint_resumes_from_the_previous_one(smoke, tmp_path):
+    work = copy_of(smoke, tmp_path)
+    manifest = work / 'checkpoints' / '6' / 'state' / 'manifest.ocdbt'
+    manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])  # a save cut short
+    before = exported_params(work)
+    out = run_cli(work)
+    notes = [line for line in out.splitlines() if ' is unreadable ' in line]
+    assert len(notes) == 1 and 'checkpoint 6' in notes[0] and 'resuming from step 3' in notes[0], out
+    assert 'gan: resumed from step 3' in out and 'gan: step 6/6' in out
+    assert (work / 'unreadable_checkpoints' / '6').is_dir() and (work / 'checkpoints' / '6').is_dir()
+    # Steps 4-6 trained again from checkpoint 3, on the same batches: the same generator.
+    assert_same_params(before, exported_params(work))
+    # Every checkpoint unreadable: one line naming the directory, no traceback.
+    for step in (3, 6):
+        manifest = work / 'checkpoints' / str(step) / 'state' / 'manifest.ocdbt'
+        manifest.write_bytes(manifest.read_bytes()[:10])
+    line = run_failing(work)
+    assert f'{work / "checkpoints"}: no readable checkpoint' in line and 'use a new workdir' in line
+
+
+def test_nan_guard_stops_the_run_with_one_line(tmp_path):
+    line = run_failing(tmp_path, '--config.gan.lr_d=nan')
+    assert 'gan: non-finite loss between steps 0 and 2' in line and 'no checkpoint yet' in line, line
+    assert not (tmp_path / 'checkpoints' / '2').exists() and not (tmp_path / 'generator').exists()
+
+
+def test_batch_not_divisible_by_the_devices_is_a_setting_error(tmp_path):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+    line = run_failing(tmp_path, '--config.gan.batch_size=7', env=env)
+    assert line == 'gsd: gan.batch_size: must be a positive multiple of the 2 devices, got 7'
+    assert not (tmp_path / 'gan_config.json').exists() and not (tmp_path / 'checkpoints').exists(), 'checked first'
 
 
 MULTI_DEVICE_SCRIPT = r"""
-import importlib.util, json, sys
+import importlib, json, sys
 import jax, numpy as np
-spec = importlib.util.spec_from_file_location('c', 'configs/toy_gan.py')
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-cfg = m.get_config('smoke').gan
+cfg = importlib.import_module('configs.toy_gan').get_config('smoke').gan
 from gsd.pipeline.train_gan import GANTrainer
 t = GANTrainer(cfg)
 assert t.mesh.size == int(sys.argv[1]), t.mesh

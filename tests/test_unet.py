@@ -104,6 +104,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from gsd import augment
 from gsd.nn import unet
+from gsd.training import parallel
 
 assert jax.device_count() == 8, jax.devices()
 model = unet.UNet(3, base_width=4, depth=1, norm_groups=2, conv_impl='xla')   # depth 1: half the compile
@@ -115,7 +116,7 @@ labels = rng.integers(0, 3, (8, 16, 16)).astype(np.int32)
 aug = functools.partial(augment.augment, flip_permutation=augment.swap_permutation(3, [(1, 2)]))
 out = []
 for devices in (jax.devices()[:1], jax.devices()):
-    mesh = unet.data_mesh(devices)
+    mesh = parallel.mesh(devices)
     state = jax.device_put(state0, NamedSharding(mesh, P()))
     x, y = jax.device_put((images, labels), NamedSharding(mesh, P('data')))
     state, m = unet.make_train_step(model, tx, mesh, augment_fn=aug)(state, x, y, jax.random.key(3))

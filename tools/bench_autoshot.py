@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from benchlib import best_time, measure_peak
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gsd import augment, features, projection, toy
@@ -40,6 +40,7 @@ from gsd.nn import unet
 from gsd.pipeline import autoshot_data as synthetic
 from gsd.pipeline import fewshot
 from gsd.stylegan2.networks import Generator, channels_nvidia
+from gsd.training import parallel
 
 NUM_CLASSES = 7  # the toy world's classes; their left/right eyes swap under a flip
 FLIP_PERMUTATION = (0, 1, 2, 4, 3, 5, 6)
@@ -134,7 +135,7 @@ def bench_generation(module, variables, mesh, args, peak) -> dict:
 def bench_unet(size: int, mesh, args, peak) -> dict:
     model = unet.UNet(NUM_CLASSES, args.unet_width, 4, 8, jnp.float32, 'xla')
     tx = optax.adam(1e-3)
-    state = unet.create_state(model, tx, jax.random.key(0), mesh=unet.data_mesh())
+    state = unet.create_state(model, tx, jax.random.key(0), mesh=parallel.mesh())
     step = unet.make_train_step(
         model, tx, mesh, soft=True, augment_fn=functools.partial(augment.augment, flip_permutation=FLIP_PERMUTATION)
     )
@@ -258,7 +259,7 @@ def main():
         f'channels {list(module.channels)}',
         flush=True,
     )
-    mesh = Mesh(np.asarray(devices), ('data',))
+    mesh = parallel.mesh(devices)
     gen = bench_generation(module, variables, mesh, args, peak)
     net = bench_unet(module.resolution, mesh, args, peak)
     proj = bench_projection(module, variables, args)

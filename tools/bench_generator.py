@@ -82,14 +82,16 @@ def main():
     args = ap.parse_args()
     dev = jax.devices()[0]
     print(
-        f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, host {platform.processor() or platform.machine()}'
+        f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}, '
+        f'host {platform.processor() or platform.machine()}'
     )
     peak = measure_peak(args.repeats)
     print(f'peak: matmul {peak["matmul_gflops"]:.0f} GFLOP/s, 3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s')
     results = [bench_config(r, b, args.repeats, peak) for r in args.res for b in args.batch]
     peak_after = measure_peak(args.repeats)
     print(
-        f'peak again after the runs: matmul {peak_after["matmul_gflops"]:.0f}, conv {peak_after["conv3x3_gflops"]:.0f} GFLOP/s'
+        f'peak again after the runs: matmul {peak_after["matmul_gflops"]:.0f}, '
+        f'conv {peak_after["conv3x3_gflops"]:.0f} GFLOP/s'
     )
     print(
         json.dumps(

@@ -3,9 +3,9 @@
     python tools/toy_quality.py /tmp/toy_gan/generator              # any path gsd.stylegan2.load reads
     python tools/toy_quality.py /tmp/toy_gan/generator --num 1000 --psi 0.7
 
-Samples `--num` images (seed 0, truncation psi), runs `gsd.toy.annotate` on each (`gsd.toy.quality.measure`), and compares each
-class's pixel share over the accepted annotations with its share over as many real toy images
-(ground-truth masks, `gsd.toy.sample`). Targets (issue 3): acceptance >= 90%, every class's share
+`gsd.toy.quality.measure`: samples `--num` images (seed 0, truncation psi), runs `gsd.toy.annotate` on
+each, and compares each class's pixel share over the accepted annotations with its share over as many
+real toy images (ground-truth masks, `gsd.toy.sample`). Targets (issue 3): acceptance >= 90%, every class's share
 within 20% (relative) of the real one. Also reports the refusal reasons. Prints readable lines, then
 one JSON object as the last line.
 """

@@ -13,24 +13,22 @@ are painted on their own layer); a partly transparent one is an error (a soft br
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import pathlib
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from gsd.io import images
+from gsd import errors
+from gsd.io import atomic, images
 
 ON_OVERLAP = ('error', 'first')
 _ID_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16L', 'I;16B')  # pixel values are class ids
 _MODES = _ID_MODES + ('P', 'PA', 'RGB', 'RGBA')
 
 
-class AnnotationError(ValueError):
+class AnnotationError(errors.GsdError, ValueError):
     """Bad label files: one message line per file, "<path>: <problem>"; `.problems` holds the pairs."""
 
     def __init__(self, problems: Sequence[tuple[object, str]]):
@@ -260,9 +258,29 @@ def read_part_masks(
     read that stem's files as parts: `read_annotations` sorts such files out.
     """
     directory = pathlib.Path(directory)
-    prefix = glob.escape(f'{stem}_')
-    files = {p.name[len(stem) + 1 : -len('.png')]: p for p in directory.glob(f'{prefix}*.png')}
+    files, problems = {}, []
+    for path in _png_files(directory):
+        name = path.name[: -len('.png')]
+        if name.startswith(f'{stem}_'):
+            _add_once(files, name[len(stem) + 1 :], path, problems)
+    if problems:
+        raise AnnotationError(problems)
     return _combine_parts(files, directory, stem, size, class_names, background, merges, on_overlap)
+
+
+def _png_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The PNG files of a directory, whatever the suffix's case (an editor may save '00000.PNG'), sorted."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() == '.png' and p.is_file())
+
+
+def _add_once(table: dict, key: str, path: pathlib.Path, problems: list) -> None:
+    """table[key] = path, or a problem when another file (the same name but for the suffix's case) has it."""
+    if key in table:
+        problems.append((path, f'{table[key].name} is the same label: keep one of the two files'))
+    else:
+        table[key] = path
 
 
 def read_annotations(
@@ -279,7 +297,8 @@ def read_annotations(
     """Labels of many samples -> int32 (K, H, W), in the order of `stems`.
 
     Per stem, `{stem}.png` is read with `read_mask` and `{stem}_*.png` with `read_part_masks` (both
-    present is an error). Each file goes to the longest stem it starts with, so stems '1' and '1_b'
+    present is an error; the suffix may be in any case, '.PNG', but two files differing only by it are
+    an error too). Each file goes to the longest stem it starts with, so stems '1' and '1_b'
     can share a directory. Every file is checked before anything fails: the AnnotationError lists
     each bad file on its own line.
     """
@@ -289,16 +308,16 @@ def read_annotations(
     if not directory.is_dir():
         raise AnnotationError([(directory, 'no such directory')])
     colours = _check_table(len(class_names), colours, class_names)
-    singles, parts = {}, {s: {} for s in stems}
+    singles, parts, problems = {}, {s: {} for s in stems}, []
     by_length = sorted(stems, key=len, reverse=True)
-    for path in directory.glob('*.png'):  # one listing for all stems
+    for path in _png_files(directory):  # one listing for all stems
         name = path.name[: -len('.png')]
         stem = next((s for s in by_length if name == s or name.startswith(s + '_')), None)
         if stem == name:
-            singles[stem] = path
+            _add_once(singles, stem, path, problems)
         elif stem is not None:
-            parts[stem][name[len(stem) + 1 :]] = path
-    problems, masks = [], []
+            _add_once(parts[stem], name[len(stem) + 1 :], path, problems)
+    masks = []
     for stem in stems:
         try:
             if stem in singles and parts[stem]:
@@ -377,17 +396,7 @@ def write_colour_legend(path, class_names: Sequence[str], colours) -> pathlib.Pa
         {'id': i, 'name': name, 'rgb': [int(v) for v in c], 'hex': '#{:02x}{:02x}{:02x}'.format(*c)}
         for i, (name, c) in enumerate(zip(class_names, colours))
     ]
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.json', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(legend, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic.write_json(path, legend)
 
 
 def read_colour_legend(path) -> tuple[tuple[str, ...], np.ndarray]:
@@ -412,7 +421,7 @@ def read_shots(shots_dir, class_names: Sequence[str], colours) -> tuple[np.ndarr
     naming the files); an unpainted template is refused."""
     out = pathlib.Path(shots_dir)
     if not (out / 'shots.json').exists():
-        raise FileNotFoundError(f'{out}: no shots here; run the shots stage first')
+        raise errors.MissingInputError(f'{out}: no shots here; run the shots stage first')
     lat = np.load(out / 'latents.npz')
     stems = [f'{k:05d}' for k in range(lat['ws'].shape[0])]
     imgs = np.stack([images.read_rgb(out / 'images' / f'{s}.png') for s in stems])

@@ -17,7 +17,16 @@ import tempfile
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it: setting it to read it back would, for that instant,
+    give files other threads create (orbax's async saves) the wrong permissions."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the brief window gets the common default, not 0
     os.umask(mask)
     return mask
 

@@ -1,15 +1,16 @@
 """Trained parameters on disk: a directory with an orbax checkpoint `params/` and JSON sidecars.
 
-Written to a temporary sibling directory and renamed over the old one, so a reader sees either
-the previous complete directory or the new complete one, never a half-written mix.
+Written to a temporary sibling directory and renamed over the old one (`gsd.io.atomic.directory`), so a
+reader sees either the previous complete directory or the new complete one, never a half-written mix.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import shutil
-import tempfile
+
+from gsd import errors
+from gsd.io import atomic
 
 
 def write(out, params, sidecars: dict) -> pathlib.Path:
@@ -17,19 +18,11 @@ def write(out, params, sidecars: dict) -> pathlib.Path:
     import orbax.checkpoint as ocp
 
     out = pathlib.Path(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
-    try:
+    with atomic.directory(out) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(tmp / 'params', params)
         for name, value in sidecars.items():
             (tmp / name).write_text(json.dumps(value, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -37,5 +30,14 @@ def read_params(out):
     """The parameters of `out/params` as host arrays."""
     import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore((pathlib.Path(out) / 'params').absolute())
+    path = (pathlib.Path(out) / 'params').absolute()
+    if not path.is_dir():
+        raise errors.MissingInputError(f'{path}: no saved parameters here')
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            return ckpt.restore(path)
+    except Exception as e:  # noqa: BLE001 - orbax raises many types; the user needs the folder and the reason
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise errors.BadFileError(
+            f'{path}: cannot restore the orbax checkpoint ({type(e).__name__}: {first})'
+        ) from None

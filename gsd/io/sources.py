@@ -321,18 +321,23 @@ def make_loader(
     num_epochs: int | None = None,
     worker_count: int = 0,
     drop_remainder: bool = True,
+    transform: grain.MapTransform | None = None,
 ) -> grain.DataLoader:
-    """A grain DataLoader of (batch_size, H, W, 3) uint8 numpy batches; batch_size is per process.
+    """A grain DataLoader of batches of `transform`ed records (default `ToUint8HWC`: (batch_size, H, W, 3)
+    uint8 numpy batches; a transform returning a dict gives dicts of batched arrays); batch_size is per
+    process.
 
     Each JAX process reads its own shard of the (shuffled) records. num_epochs=None repeats forever.
     The iterator's state (iter(loader).get_state(), or orbax via grain.PyGrainCheckpointSave) resumes
-    exactly where it stopped.
+    exactly where it stopped; the order depends on the source's length, seed and shuffle, not on
+    the transform.
     """
     shard_options = grain.ShardByJaxProcess(drop_remainder=True)
     sampler = grain.IndexSampler(
         len(source), shard_options=shard_options, shuffle=shuffle, seed=seed, num_epochs=num_epochs
     )
-    operations = [ToUint8HWC(), grain.Batch(batch_size, drop_remainder=drop_remainder)]
+    transform = ToUint8HWC() if transform is None else transform
+    operations = [transform, grain.Batch(batch_size, drop_remainder=drop_remainder)]
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,

@@ -13,7 +13,7 @@ Ronneberger et al.'s UNet with two modernisations:
   over 8 devices, or a 1024 x 700 test image. norm_groups is clamped to divide each width.
 
 On XLA:CPU convolutions inside loops (the lax.scan chunks of `train_simple`) are very slow, so the
-3x3 convs are `gsd.nn.heads.Conv3x3` (im2col on CPU, XLA's conv elsewhere) and the up-convolution is a
+3x3 convs are `gsd.nn.layers.Conv3x3` (im2col on CPU, XLA's conv elsewhere) and the up-convolution is a
 matmul to the 4 sub-pixels followed by depth-to-space, which is the same operation. Measured on the
 busy 2-core dev CPU, base_width 32, batch 32 of 64x64: a scanned step ~3 s of CPU with im2col and
 over 30 s with XLA's conv; a standalone jitted step (`make_train_step`) 3.8 s with im2col and 2.3 s
@@ -40,7 +40,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gsd import augment as augment_lib
-from gsd.nn.heads import Conv3x3, torch_kernel_init
+from gsd.nn.layers import Conv3x3, torch_kernel_init
+from gsd.training import parallel
 
 
 class ConvBlock(nn.Module):
@@ -89,7 +90,7 @@ class UNet(nn.Module):
     depth: int = 4
     norm_groups: int = 8
     dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); params stay float32
-    conv_impl: Optional[str] = None  # see gsd.nn.heads.Conv3x3
+    conv_impl: Optional[str] = None  # see gsd.nn.layers.Conv3x3
 
     @nn.compact
     def __call__(self, x):
@@ -130,14 +131,9 @@ def default_optimizer(lr: float = 1e-3) -> optax.GradientTransformation:
     return optax.adam(lr)
 
 
-def data_mesh(devices=None) -> Mesh:
-    """A 1-D Mesh over `devices` (default: all) with axis 'data'."""
-    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ('data',))
-
-
 def create_state(model: UNet, tx, key, *, channels: int = 3, mesh: Optional[Mesh] = None) -> TrainState:
     """A fresh TrainState, replicated over `mesh` (parameters do not depend on the image size)."""
-    return _init_program(model, tx, channels, mesh or data_mesh())(key)
+    return _init_program(model, tx, channels, mesh or parallel.mesh())(key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -211,7 +207,7 @@ def make_train_step(
     ``functools.partial(gsd.augment.augment, flip_permutation=...)``. The state is donated; keep it
     replicated over `mesh` (as `create_state`, the step and `set_lr_scale` leave it) or the step compiles again.
     """
-    mesh = mesh or data_mesh()
+    mesh = mesh or parallel.mesh()
     replicated = NamedSharding(mesh, P())
     return jax.jit(
         _step_body(model, tx, mesh, augment_fn, soft), donate_argnums=0, out_shardings=(replicated, replicated)
@@ -283,16 +279,8 @@ def predict(model: UNet, params, images_uint8, batch_size: int = 32, *, output: 
     images = np.asarray(images_uint8)
     single = images.ndim == 3
     images = images[None] if single else images
-    n = images.shape[0]
-    batch_size = min(batch_size, n)
-    out = []
-    for start in range(0, n, batch_size):
-        chunk = images[start : start + batch_size]
-        pad = batch_size - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(_predict_batch(model, params, chunk, output))[: batch_size - pad])
-    result = np.concatenate(out)
+    batch_size = min(batch_size, images.shape[0])
+    result = parallel.map_padded(lambda chunk: _predict_batch(model, params, chunk, output), (images,), batch_size)
     return result[0] if single else result
 
 
@@ -363,7 +351,7 @@ def train_simple(
     initialisation several times faster on XLA:CPU than the default threefry). pad_to: pad the image
     set with unused zeros to this many, so runs on different numbers of images (1-shot and 10-shot
     baselines) share one compiled program. Returns the params."""
-    mesh = mesh or data_mesh()
+    mesh = mesh or parallel.mesh()
     model = UNet(num_classes, base_width, depth, norm_groups, dtype, conv_impl)
     key_init, key_run = jax.random.split(jax.random.key(seed, impl=rng_impl))
     soft = np.ndim(labels) == 4

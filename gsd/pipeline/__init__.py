@@ -1,9 +1,17 @@
-"""The pipeline's stages by name: each module has `run(config, workdir)` plus `models(config)` for shape checks."""
+"""The pipeline's stages by name: each module has `run(config, workdir)` plus `models(config)` for shape checks,
+and optionally `check(config)`, which refuses bad settings before any stage of the run starts."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import importlib
+import os
 import pathlib
+import socket
+
+from gsd import errors
 
 # Stage name -> module (module name = stage name); imported lazily so a run only loads what it asks for.
 STAGES = (
@@ -17,11 +25,12 @@ STAGES = (
     'autoshot_segment',
     'report',
 )
+LOCK = '.gsd.lock'
 
 
 def get(name: str):
     if name not in STAGES:
-        raise ValueError(f'unknown stage {name!r}; known: {", ".join(STAGES)}')
+        raise errors.SettingError(f'stages: unknown stage {name!r}; known: {", ".join(STAGES)}')
     return importlib.import_module(f'gsd.pipeline.{name}')
 
 
@@ -32,8 +41,98 @@ def names(value) -> list[str]:
     return [n.strip() for item in items for n in str(item).split(',') if n.strip()]
 
 
+def stage_names(config) -> list[str]:
+    """config.stages, every name checked, so that a typo in the last one fails before the first runs."""
+    stages = names(config.get('stages') or ())
+    if not stages:
+        raise errors.SettingError(f'stages: no stage named; give some of {", ".join(STAGES)}')
+    unknown = [n for n in stages if n not in STAGES]
+    if unknown:
+        raise errors.SettingError(
+            f'stages: unknown stage{"s" if len(unknown) > 1 else ""} {", ".join(map(repr, unknown))}; '
+            f'known: {", ".join(STAGES)}'
+        )
+    return stages
+
+
+def _missing_key(e: BaseException) -> str:
+    """'fewshot' from ConfigDict's AttributeError(KeyError("'fewshot'")), with no quotes or did-you-mean."""
+    text = e
+    while isinstance(text, BaseException) and text.args:
+        text = text.args[0]
+    key = (str(text).splitlines() or [''])[0].strip('"\'')
+    return f'the setting {key!r}' if key else 'a setting'
+
+
+def _workdir(workdir) -> pathlib.Path:
+    if workdir is None or (isinstance(workdir, str) and not workdir.strip()):
+        # pathlib.Path('') is '.': an empty --workdir= would scatter outputs over the current directory.
+        raise errors.SettingError("--workdir: empty; give the directory for this run's outputs")
+    workdir = pathlib.Path(workdir).expanduser()
+    if workdir.exists() and not workdir.is_dir():
+        raise errors.SettingError(f'--workdir: {workdir} exists and is not a directory')
+    return workdir
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Hold WORKDIR/.gsd.lock (an exclusive `flock`) for a run, so a second run on the same workdir fails at
+    once with one line naming the holder's pid instead of racing it (TFDS publishes, orbax saves, shots).
+
+    Several JAX processes of ONE run (jax.process_count() > 1) share the workdir: process 0 takes
+    `.gsd.lock`, process k > 0 `.gsd.lock.k`. So the processes of one run never block each other, while each
+    process of a second run collides with its counterpart of the first (a second run's process 0 always
+    meets the first run's, whatever the process counts). The file is left in place after the run: unlinking
+    a lock file lets a third run lock a fresh file while a second still holds the unlinked one. On a file
+    system without locks (some network mounts) the run goes on unlocked. The lock asks jax.process_index(), so
+    a launcher that needs jax.distributed.initialize() must call it before run_all.
+    """
+    import jax  # here, not at the top: the stage-name and workdir checks fail fast without it
+
+    index = jax.process_index()
+    path = pathlib.Path(workdir) / (LOCK if index == 0 else f'{LOCK}.{index}')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        locked = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise errors.WorkdirBusy(f'{workdir}: another gsd run ({_holder(fd)}) is using this workdir') from None
+            locked = False  # ENOLCK / EOPNOTSUPP: nothing to lock with here
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """'pid N' (on HOST when another host) from the lock file; the holder writes it just after locking."""
+    try:
+        pid, host = (os.pread(fd, 256, 0).decode(errors='replace').split() + ['', ''])[:2]
+    except OSError:
+        pid, host = '', ''
+    if not pid:
+        return 'pid unknown'
+    return f'pid {pid}' if host in ('', socket.gethostname()) else f'pid {pid} on {host}'
+
+
 def run_all(config, workdir) -> dict:
-    """Run config.stages in order; returns {stage: its result}."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    return {name: get(name).run(config, workdir) for name in names(config.stages)}
+    """Run config.stages in order, holding the workdir's lock (`workdir_lock`); returns {stage: its result}.
+    Every stage name and every stage's `check(config)` pass before the first stage starts."""
+    stages = stage_names(config)
+    workdir = _workdir(workdir)
+    modules = {name: get(name) for name in stages}
+    for name, module in modules.items():
+        if hasattr(module, 'check'):
+            try:
+                module.check(config)
+            except AttributeError as e:  # ConfigDict: a block or field this config does not have
+                raise errors.SettingError(
+                    f'stages: stage {name} needs {_missing_key(e)}, which this config lacks'
+                ) from None
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty workdir behind
+    with workdir_lock(workdir):
+        return {name: module.run(config, workdir) for name, module in modules.items()}

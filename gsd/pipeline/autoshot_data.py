@@ -30,9 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 import time
 
 import jax
@@ -43,10 +41,11 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gsd import segmenters
-from gsd.io import autoshot_dataset
+from gsd import errors, segmenters
+from gsd.io import atomic, autoshot_dataset
 from gsd.stylegan2 import generator
 from gsd.training import metrics as metrics_lib
+from gsd.training import parallel
 
 
 def models(config) -> dict:
@@ -134,7 +133,7 @@ class Labeller:
 
 def _settings(config, workdir: pathlib.Path) -> dict:
     c = config.autoshot_data
-    heads_meta = json.loads((workdir / 'heads' / 'heads.json').read_text())
+    heads_meta = dict(segmenters.read_heads_meta(workdir / 'heads'))  # no heads: says to run fewshot first
     heads_meta.pop('seconds', None)  # the heads are the same however long they took
     return {
         'seed': int(config.seed),
@@ -146,19 +145,35 @@ def _settings(config, workdir: pathlib.Path) -> dict:
     }
 
 
+def check(config) -> None:
+    """Refuse settings generation cannot run with, before any stage of the run starts (the batch's split over
+    the devices is checked when the devices are known)."""
+    c = config.autoshot_data
+
+    def integer(field, least):
+        v = c[field]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
+            raise errors.SettingError(f'autoshot_data.{field}: must be an integer >= {least}, got {v!r}')
+
+    integer('num_images', 2)
+    integer('batch_size', 1)
+    integer('chunk_size', 1)
+    for field in ('val_fraction', 'filter_fraction'):
+        if not 0 <= c[field] < 1:
+            raise errors.SettingError(f'autoshot_data.{field}: must be in [0, 1), got {c[field]!r}')
+    if c.chunk_size % c.batch_size:
+        raise errors.SettingError(
+            f'autoshot_data.chunk_size: {c.chunk_size} must be a multiple of autoshot_data.batch_size {c.batch_size}'
+        )
+
+
 def _chunk_path(staging: pathlib.Path, c: int) -> pathlib.Path:
     return staging / f'chunk_{c:06d}.npz'
 
 
 def _write_atomic_npz(path: pathlib.Path, arrays: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix='.' + path.name + '.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.open_atomic(path) as f:
+        np.savez(f, **arrays)
 
 
 def _chunk_ok(path: pathlib.Path, start: int, stop: int) -> bool:
@@ -175,15 +190,11 @@ def _config_name(num: int, kept: int) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Generate (or resume) the staged chunks, then materialise the TFDS dataset (see module doc)."""
+    check(config)
     cfg = config.autoshot_data
     workdir = pathlib.Path(workdir).absolute()
     out = workdir / 'autoshot_data'
     staging = out / 'staging'
-    if cfg.num_images < 2 or not 0 <= cfg.val_fraction < 1 or not 0 <= cfg.filter_fraction < 1:
-        raise ValueError(
-            f'autoshot_data: need num_images >= 2, 0 <= val_fraction < 1, 0 <= filter_fraction < 1; '
-            f'got {cfg.num_images}, {cfg.val_fraction}, {cfg.filter_fraction}'
-        )
     settings = _settings(config, workdir)
     staging.mkdir(parents=True, exist_ok=True)
     record = out / 'settings.json'
@@ -194,7 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 f'{out}: holds a dataset made with {before}, not {settings}; use a new workdir or delete {out}'
             )
     elif jax.process_index() == 0:
-        record.write_text(json.dumps(settings, indent=1))
+        atomic.write_json(record, settings)
     done = autoshot_dataset.materialised(out)
     if done is not None:
         print(f'autoshot_data: {out / "tfds"} already holds the dataset ({done["kept"]} images); kept')
@@ -203,17 +214,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     t0 = time.time()
     seg = segmenters.load_heads(workdir / 'heads', *generator.build_generator(config.generator))
     if cfg.filter_fraction > 0 and jax.tree.leaves(seg.params)[0].shape[0] < 2:
-        raise ValueError(
-            'autoshot_data.filter_fraction needs an ensemble of heads (fewshot.ensemble >= 2): '
+        raise errors.SettingError(
+            'autoshot_data.filter_fraction: needs an ensemble of heads (fewshot.ensemble >= 2): '
             'the uncertainty score compares members'
         )
     devices = jax.local_devices()
-    mesh = Mesh(np.asarray(devices), ('data',))
+    mesh = parallel.mesh(devices)
     batch = cfg.batch_size
     if batch % len(devices):
-        raise ValueError(f'autoshot_data.batch_size {batch} must be divisible by the {len(devices)} local devices')
-    if cfg.chunk_size % batch:
-        raise ValueError(f'autoshot_data.chunk_size {cfg.chunk_size} must be a multiple of batch_size {batch}')
+        raise errors.SettingError(
+            f'autoshot_data.batch_size: {batch} must be divisible by the {len(devices)} local devices'
+        )
     labeller = Labeller(seg, config.seed, cfg.truncation_psi, mesh)
     n, chunk = int(cfg.num_images), int(cfg.chunk_size)
     chunks = [c for c in range(-(-n // chunk)) if c % jax.process_count() == jax.process_index()]
@@ -239,7 +250,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     if jax.process_index() == 0:
         result = _materialise(out, staging, n, chunk, cfg, config)
         result['seconds_generation'] = round(time.time() - t0, 1)
-        (out / 'dataset.json').write_text(json.dumps(result, indent=1))
+        atomic.write_json(out / 'dataset.json', result)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -257,7 +268,9 @@ def _materialise(out: pathlib.Path, staging: pathlib.Path, n: int, chunk: int, c
     paths = [_chunk_path(staging, c) for c in range(-(-n // chunk))]
     missing = [str(p) for c, p in enumerate(paths) if not _chunk_ok(p, c * chunk, min(n, (c + 1) * chunk))]
     if missing:
-        raise RuntimeError(f'autoshot_data: chunks missing or damaged: {missing[:5]}; rerun to generate them')
+        raise errors.MissingInputError(
+            f'{missing[0]}: chunk missing or damaged ({len(missing)} in all: {missing[:5]}); rerun to generate them'
+        )
     scores = np.concatenate([np.load(p)['uncertainty'] for p in paths])
     with np.load(paths[0]) as z:
         shapes = {k: z[k].shape[1:] for k in ('image', 'logits', 'z', 'w')}
@@ -267,7 +280,9 @@ def _materialise(out: pathlib.Path, staging: pathlib.Path, n: int, chunk: int, c
     keep = np.sort(order[: n - drop])
     num_val = int(round(cfg.val_fraction * len(keep)))
     if len(keep) - num_val < 1:
-        raise ValueError(f'autoshot_data: no training images left ({len(keep)} kept, {num_val} validation)')
+        raise errors.SettingError(
+            f'autoshot_data.val_fraction: leaves no training images ({len(keep)} kept, {num_val} validation)'
+        )
     name = _config_name(n, len(keep))
     builder_config = tfds.core.BuilderConfig(name=name, description=f'{n} generated, {len(keep)} kept')
     classes = list(config.classes.names)

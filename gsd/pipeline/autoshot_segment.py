@@ -22,13 +22,18 @@ import time
 import ml_collections
 import numpy as np
 
-from gsd import segmenters
+from gsd import errors, segmenters
 from gsd.io import atomic, sources
 from gsd.io import images as image_io
 
 
 def models(config) -> dict:
     return {}
+
+
+def check(config) -> None:
+    """The input folder must be given and be there before any stage of the run starts."""
+    errors.input_folder(config.autoshot_segment.input, 'autoshot_segment.input')
 
 
 def segment_folder(segmenter: segmenters.UNetSegmenter, folder, out) -> dict:
@@ -56,9 +61,7 @@ def segment_folder(segmenter: segmenters.UNetSegmenter, folder, out) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     workdir = pathlib.Path(workdir)
-    folder = config.autoshot_segment.input
-    if not folder:
-        raise ValueError('autoshot_segment.input: give a folder of images (--config.autoshot_segment.input=DIR)')
+    folder = errors.input_folder(config.autoshot_segment.input, 'autoshot_segment.input')
     t0 = time.time()
     out = workdir / 'autoshot_segment'
     summary = segment_folder(segmenters.load_unet(workdir / 'autoshot' / 'unet'), folder, out)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gsd import features, segmenters
+from gsd import errors, features, segmenters
 from gsd.io import annotation, param_store
 from gsd.nn import heads
 from gsd.stylegan2 import generator
@@ -60,6 +60,30 @@ def models(config) -> dict:
     return {'head': (head, (example,))}
 
 
+def check(config) -> None:
+    """Refuse settings the head training cannot run with, before any stage of the run starts."""
+    cfg = config.fewshot
+
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise errors.SettingError(f'fewshot.{field}: must be {what}, got {cfg[field]!r}')
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+    need(cfg.head in segmenters.HEAD_KINDS, 'head', f'one of {segmenters.HEAD_KINDS}')
+    need(cfg.feature_dtype in FEATURE_DTYPES, 'feature_dtype', f'one of {FEATURE_DTYPES}')
+    for field in ('epochs', 'ensemble', 'batch_size', 'lr_decay_every'):
+        need(integer(cfg[field]) and cfg[field] >= 1, field, 'an integer >= 1')
+    need(number(cfg.lr) and cfg.lr > 0, 'lr', 'a number > 0')
+    need(number(cfg.weight_decay) and cfg.weight_decay >= 0, 'weight_decay', 'a number >= 0')
+    need(number(cfg.lr_decay_factor) and cfg.lr_decay_factor > 0, 'lr_decay_factor', 'a number > 0')
+    need(integer(cfg.feature_size) and cfg.feature_size >= 0, 'feature_size', "an integer >= 0 (0: the generator's)")
+
+
 def _settings(config, ws, labels) -> dict:
     """What the heads are a function of: the config, the generator and the labelled shots."""
     digest = hashlib.sha256(np.ascontiguousarray(ws).tobytes() + np.ascontiguousarray(labels).tobytes())
@@ -74,6 +98,7 @@ def _settings(config, ws, labels) -> dict:
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train the heads, unless WORKDIR/heads already holds heads trained with the same settings on the
     same shots (a rerun of a pipeline keeps them, and what was made from them stays valid)."""
+    check(config)
     cfg = config.fewshot
     workdir = pathlib.Path(workdir)
     out = workdir / 'heads'
@@ -87,8 +112,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         if before.get('settings') == settings:
             print(f'fewshot: {out} already holds heads trained with these settings on these shots; kept')
             return before
-    if cfg.feature_dtype not in FEATURE_DTYPES:
-        raise ValueError(f'fewshot.feature_dtype must be one of {FEATURE_DTYPES}, got {cfg.feature_dtype!r}')
     module, variables = generator.build_generator(config.generator)
     ext = extractor_for(module, cfg)
     if labels.shape[1] != ext.out_size:
@@ -114,7 +137,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     )
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[:, -1])):
-        raise FloatingPointError(f'fewshot: head training diverged (final losses {losses[:, -1]})')
+        raise FloatingPointError(
+            f'fewshot.lr: head training diverged at lr {cfg.lr} (final losses {losses[:, -1]}); try a lower fewshot.lr'
+        )
     meta = {
         'settings': settings,
         'head': cfg.head,

@@ -32,8 +32,8 @@ from typing import Callable, Optional
 import ml_collections
 import numpy as np
 
-from gsd import evaluation, pipeline, projection, segmenters
-from gsd.io import annotation
+from gsd import errors, evaluation, pipeline, projection, segmenters
+from gsd.io import annotation, atomic
 from gsd.io import images as image_io
 from gsd.nn import baselines, unet
 from gsd.stylegan2 import generator
@@ -162,7 +162,9 @@ def method(name: str) -> Method:
     k = name[len('supervised_') : -len('shot')] if name.startswith('supervised_') and name.endswith('shot') else ''
     if k.isdigit() and int(k) > 0:
         return Method(_supervised(int(k)), data='toy')
-    raise ValueError(f'report.methods: unknown method {name!r}; known: {", ".join(METHODS)} (and supervised_<k>shot)')
+    raise errors.SettingError(
+        f'report.methods: unknown method {name!r}; known: {", ".join(METHODS)} (and supervised_<k>shot)'
+    )
 
 
 def _supervised_counts(config) -> list[int]:
@@ -174,19 +176,40 @@ def _supervised_counts(config) -> list[int]:
     ]
 
 
+def _chosen_methods(config) -> dict:
+    """{name: Method} of report.methods, each known and runnable on report.data."""
+    cfg = config.report
+    if cfg.data not in ('toy', 'celebamask', 'pascal_part'):
+        raise errors.SettingError(f"report.data: must be 'toy', 'celebamask' or 'pascal_part', got {cfg.data!r}")
+    chosen = {m: method(m) for m in pipeline.names(cfg.methods)}
+    if not chosen:
+        raise errors.SettingError(f'report.methods: none named; known: {", ".join(METHODS)}')
+    for m, how in chosen.items():
+        if how.data is not None and how.data != cfg.data:
+            raise errors.SettingError(
+                f'report.methods: {m} trains on real {how.data} images, which report.data={cfg.data!r} '
+                f'does not have; remove it from report.methods'
+            )
+    return chosen
+
+
+def check(config) -> None:
+    """Methods and test data are checked before any stage of the run starts."""
+    _chosen_methods(config)
+    cfg = config.report
+    if cfg.data in ('celebamask', 'pascal_part'):
+        if not cfg.get('data_root'):
+            raise errors.SettingError(f'report.data_root: give the {cfg.data} folder (--config.report.data_root=DIR)')
+        errors.input_folder(cfg.data_root, 'report.data_root')
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     cfg = config.report
     names = tuple(config.classes.names)
     colours = annotation.palette(config.classes.names, config.classes.colours)
-    methods = pipeline.names(cfg.methods)
-    chosen = {m: method(m) for m in methods}
-    for m, how in chosen.items():
-        if how.data is not None and how.data != cfg.data:
-            raise ValueError(
-                f'report.methods: {m} trains on real {how.data} images, which report.data={cfg.data!r} '
-                f'does not have; remove it from report.methods'
-            )
+    chosen = _chosen_methods(config)
+    methods = list(chosen)
     seg_meta = segmenters.read_heads_meta(workdir / 'heads')
     test_images, test_masks = test_set(config, seg_meta['generator_resolution'], seg_meta['feature_size'])
     eval_dir = workdir / 'eval'
@@ -221,8 +244,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     if cfg.data == 'toy' and cfg.get('composite') and 'autoshot' in methods:
         composite = _composite(config, workdir, colours, ctx.unet)
         detail['autoshot']['composite'] = composite
-    (workdir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
-    (workdir / 'metrics_detail.json').write_text(json.dumps(detail, indent=1))
+    atomic.write_json(workdir / 'metrics.json', metrics)
+    atomic.write_json(workdir / 'metrics_detail.json', detail)
     _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, colours, composite)
     return metrics
 
@@ -338,16 +361,24 @@ def _write_html(
         f'<h3>{html.escape(t)}</h3><img src="{html.escape(p)}" style="image-rendering:pixelated;width:{8 * 128}px">'
         for t, p in figs
     )
+    shown_keys = (
+        'projection_psnr_mean',
+        'seconds_per_image',
+        'seconds',
+        'weighted_iou',
+        'mean_iou_no_bg',
+        'pixel_accuracy',
+    )
     extra = ''.join(
-        f'<li>{html.escape(m)}: {html.escape(json.dumps({k: v for k, v in d.items() if k in ("projection_psnr_mean", "seconds_per_image", "seconds", "weighted_iou", "mean_iou_no_bg", "pixel_accuracy")}))}</li>'
+        f'<li>{html.escape(m)}: {html.escape(json.dumps({k: v for k, v in d.items() if k in shown_keys}))}</li>'
         for m, d in detail.items()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>gsd report</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:3px 8px;text-align:right}} table{{border-collapse:collapse}}
-tr:nth-child(even){{background:#eee}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:3px 8px;text-align:right}}
+table{{border-collapse:collapse}} tr:nth-child(even){{background:#eee}}</style></head><body>
 <h1>gsd: part segmentation on {test_images.shape[0]} held-out images</h1>
 <p>Weighted IoU: each part class's IoU weighted by its share of ground-truth part pixels (background
 excluded, as the paper's 3-class tables). Mean IoU: over all classes, background included. Percent.</p>
 <table><tr><th>method</th><th>weighted IoU</th><th>mean IoU</th>{head}</tr>{rows}</table>
 <ul>{extra}</ul><p>Legend: {legend}</p>{figures}</body></html>"""
-    (workdir / 'report.html').write_text(page)
+    atomic.write_text(workdir / 'report.html', page)

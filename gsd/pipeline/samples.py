@@ -7,12 +7,12 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
+from gsd.training import parallel
 
 
 def models(config) -> dict:
@@ -29,16 +29,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     cfg = config.samples
     z = jax.random.normal(jax.random.PRNGKey(config.seed), (cfg.num, module.z_dim))
     generate = jax.jit(lambda v, z: generator.ws_and_images(module, v, z, cfg.truncation_psi))
-    ws, imgs = [], []
-    for start in range(0, cfg.num, cfg.batch_size):  # fixed batch shape: one compile
-        zb = z[start : start + cfg.batch_size]
-        pad = cfg.batch_size - zb.shape[0]
-        w, img = generate(variables, jnp.pad(zb, ((0, pad), (0, 0))))
-        ws.append(np.asarray(w)[: zb.shape[0]])
-        imgs.append(np.asarray(img)[: zb.shape[0]])
-    imgs = image_io.to_uint8(np.concatenate(imgs))
+    # Fixed batch shape: one compile for any number of samples.
+    ws, imgs = parallel.map_padded(lambda zb: generate(variables, zb), (z,), cfg.batch_size)
+    imgs = image_io.to_uint8(imgs)
     grid_path = image_io.write_png(out / 'grid.png', image_io.grid(imgs))
-    np.savez(out / 'latents.npz', z=np.asarray(z), ws=np.concatenate(ws))
+    np.savez(out / 'latents.npz', z=np.asarray(z), ws=ws)
     summary = {
         'num': cfg.num,
         'resolution': int(imgs.shape[1]),

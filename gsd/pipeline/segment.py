@@ -22,7 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
-from gsd import projection, segmenters
+from gsd import errors, projection, segmenters
 from gsd.io import annotation, atomic, sources
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
@@ -30,6 +30,15 @@ from gsd.stylegan2 import generator
 
 def models(config) -> dict:
     return {}
+
+
+def check(config) -> None:
+    """The input folder must be given and be there before any stage of the run starts."""
+    errors.input_folder(config.segment.input, 'segment.input')
+    p = config.projection
+    for field in ('steps', 'batch_size'):
+        if not (isinstance(p[field], int) and not isinstance(p[field], bool) and p[field] >= 1):
+            raise errors.SettingError(f'projection.{field}: must be an integer >= 1, got {p[field]!r}')
 
 
 def projection_settings(p: ml_collections.ConfigDict) -> dict:
@@ -46,14 +55,13 @@ def projection_settings(p: ml_collections.ConfigDict) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     workdir = pathlib.Path(workdir)
-    cfg = config.segment
-    if not cfg.input:
-        raise ValueError('segment.input: give a folder of images (--config.segment.input=DIR)')
+    check(config)
+    folder = errors.input_folder(config.segment.input, 'segment.input')
     t0 = time.time()
     colours = annotation.palette(config.classes.names, config.classes.colours)
     module, variables = generator.build_generator(config.generator)
     seg = segmenters.load_heads(workdir / 'heads', module, variables)
-    imgs, paths, skipped = sources.read_folder(cfg.input, module.resolution)
+    imgs, paths, skipped = sources.read_folder(folder, module.resolution)
     names = sources.output_names(paths)
     result = segmenters.segment_images(seg, np.stack(imgs), seed=config.seed, **projection_settings(config.projection))
     out = workdir / 'segment'

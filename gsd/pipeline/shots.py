@@ -12,22 +12,21 @@ A person paints each label file (any editor that keeps palette mode; or saves an
 legend's colours; or one binary PNG per part as `NNNNN_<part>.png`, see `gsd.io.annotation`) and runs
 the `fewshot` stage. A rerun with the same settings keeps existing labels; with other settings it
 refuses rather than pair old labels with new images. Everything is written to a temporary directory
-first and renamed, so an interrupted run leaves no half set.
+first and renamed (`gsd.io.atomic.directory`), so an interrupted run leaves no half set.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gsd.io import annotation
+from gsd import errors
+from gsd.io import annotation, atomic
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
 
@@ -47,6 +46,21 @@ def _settings(config) -> dict:
         'annotator': s.annotator,
         'generator': str(config.generator.checkpoint),
     }
+
+
+def check(config) -> None:
+    """Refuse settings sampling cannot run with, before any stage of the run starts."""
+    cfg = config.shots
+    if cfg.annotator not in ANNOTATORS:
+        raise errors.SettingError(f'shots.annotator: must be one of {ANNOTATORS}, got {cfg.annotator!r}')
+    for field in ('num', 'batch_size', 'max_candidates'):
+        if not (isinstance(cfg[field], int) and not isinstance(cfg[field], bool) and cfg[field] >= 1):
+            raise errors.SettingError(f'shots.{field}: must be an integer >= 1, got {cfg[field]!r}')
+    if cfg.max_candidates < cfg.num:
+        raise errors.SettingError(
+            f'shots.max_candidates: {cfg.max_candidates} candidates cannot give shots.num = {cfg.num} shots'
+        )
+    palette(config)
 
 
 def palette(config) -> np.ndarray:
@@ -70,9 +84,8 @@ def _candidates(module, variables, seed: int, psi: float, batch: int):
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Sample `config.shots.num` images (and, with the toy annotator, label them); see module doc."""
+    check(config)
     cfg = config.shots
-    if cfg.annotator not in ANNOTATORS:
-        raise ValueError(f'shots.annotator must be one of {ANNOTATORS}, got {cfg.annotator!r}')
     out = pathlib.Path(workdir) / 'shots'
     settings = _settings(config)
     record = out / 'shots.json'
@@ -96,9 +109,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         if len(kept) == cfg.num:
             break
         if i >= cfg.max_candidates:
-            raise RuntimeError(
-                f'shots: only {len(kept)} of {cfg.num} samples were labelled after '
-                f'{cfg.max_candidates} candidates (refusals: {refused})'
+            raise errors.SettingError(
+                f'shots.max_candidates: only {len(kept)} of {cfg.num} samples were labelled after '
+                f'{cfg.max_candidates} candidates (refusals: {refused}); raise it, or lower shots.truncation_psi'
             )
         mask = None
         if toy_labels:
@@ -108,9 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 continue
         kept.append((i, z, ws, img, mask))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix='.shots.', dir=out.parent))
-    try:
+    # Only a set without shots.json (an unfinished earlier write) can be replaced here.
+    with atomic.directory(out) as tmp:
         for k, (_, _, _, img, mask) in enumerate(kept):
             image_io.write_png(tmp / 'images' / f'{k:05d}.png', img)
             if mask is not None:
@@ -132,12 +144,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
             'labelled_by': 'gsd.toy.annotator' if toy_labels else 'you: paint labels/',
         }
         (tmp / 'shots.json').write_text(json.dumps(summary, indent=1))
-        if out.exists():
-            shutil.rmtree(out)  # only a set without shots.json (an unfinished earlier write) gets here
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     how = (
         'labelled by the toy annotator'
         if toy_labels

@@ -12,17 +12,21 @@ sharded along the batch, parameters and optimizer states replicated, so the step
 same losses on 1 or 8 devices. Multi-host: each process reads its own data shard, process 0
 writes metrics, samples and the exported generator; orbax coordinates the checkpoint.
 
-Workdir: `checkpoints/` (orbax CheckpointManager: train state + data iterator), `samples/` (PNG
-grids of the EMA generator), `tensorboard/` (events + metrics.jsonl), `generator/` (the final
-EMA generator in gsd's StyleGAN2 format). Rerunning the same command resumes from the last
-checkpoint.
+The loop, checkpoints, NaN guard, SIGTERM stop and metrics are the training scaffold's
+(`gsd.training.loop`); this module holds the steps, their schedule (R1 every `r1_interval` steps,
+path length every `pl_interval`, sample grids every `sample_every`) and the export.
+
+Workdir: `checkpoints/` (orbax CheckpointManager: train state, data iterator and what the state was
+trained on), `samples/` (PNG grids of the EMA generator), `tensorboard/` (events + metrics.jsonl),
+`generator/` (the final EMA generator in gsd's StyleGAN2 format), `gan_config.json` (the
+architecture). Rerunning the same command resumes from the last readable checkpoint; another
+architecture (`gan_config.json`) or other training images, batch size or seed are refused.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import time
 from typing import Any
 
 import flax
@@ -36,8 +40,7 @@ from jax.sharding import PartitionSpec as P
 
 from gsd import stylegan2
 from gsd.io import images as image_io
-from gsd.training import metrics as metrics_lib
-from gsd.training import stop
+from gsd.training import loop, parallel
 
 
 @flax.struct.dataclass
@@ -88,12 +91,10 @@ class GANTrainer:
     def __init__(self, cfg: ml_collections.ConfigDict, mesh: Mesh | None = None):
         self.cfg = cfg
         self.G, self.D = build_models(cfg)
-        self.mesh = mesh or Mesh(np.asarray(jax.devices()), ('data',))
+        self.mesh = mesh or parallel.mesh()
         self.data_sharding = NamedSharding(self.mesh, P('data'))
         self.replicated = NamedSharding(self.mesh, P())
-        n_dev = self.mesh.size
-        if cfg.batch_size % n_dev:
-            raise ValueError(f'gan.batch_size {cfg.batch_size} must be divisible by the {n_dev} devices')
+        parallel.local_batch_size(cfg.batch_size, 'gan.batch_size', self.mesh)
         self.g_tx = _lazy_adam(cfg.lr_g, cfg.pl_interval, cfg.pl_weight > 0)
         self.d_tx = _lazy_adam(cfg.lr_d, cfg.r1_interval, cfg.r1_gamma > 0)
         self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated))
@@ -121,11 +122,6 @@ class GANTrainer:
 
     def init_state(self, seed: int) -> TrainState:
         return jax.jit(self._init, out_shardings=self.replicated)(jax.random.PRNGKey(seed))
-
-    def abstract_state(self) -> TrainState:
-        """Shapes, dtypes and (replicated) shardings of the state, for restoring a checkpoint."""
-        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
 
     # -- losses ---------------------------------------------------------------------------------
     def _shard(self, x):
@@ -273,101 +269,74 @@ def export_generator(trainer: GANTrainer, state: TrainState, out_dir, provenance
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train (or resume) the GAN of `config.gan` in `workdir`; returns final metrics and the export path."""
-    import grain.python as grain
-    import orbax.checkpoint as ocp
-
     from gsd.io import sources as data_lib
 
     cfg = config.gan
     workdir = pathlib.Path(workdir).absolute()
-    trainer = GANTrainer(cfg)
     is_main = jax.process_index() == 0
-    if cfg.batch_size % jax.process_count():
-        raise ValueError(f'gan.batch_size {cfg.batch_size} must be divisible by {jax.process_count()} processes')
-    local_batch = cfg.batch_size // jax.process_count()
-
-    source = data_lib.source_from_config(cfg.data)
-    loader = data_lib.make_loader(source, local_batch, seed=config.seed, worker_count=cfg.data_workers)
-    data_iter = iter(loader)
-
-    ckpt_dir = workdir / 'checkpoints'
-    manager = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
+    mesh = parallel.mesh()
+    local_batch = parallel.local_batch_size(cfg.batch_size, 'gan.batch_size', mesh)
+    loop.require_positive(
+        {
+            'gan.total_steps': cfg.total_steps,
+            'gan.log_every': cfg.log_every,
+            'gan.sample_every': cfg.sample_every,
+            'gan.checkpoint_every': cfg.checkpoint_every,
+            'gan.keep_checkpoints': cfg.keep_checkpoints,
+            **({'gan.r1_interval': cfg.r1_interval} if cfg.r1_gamma > 0 else {}),
+            **({'gan.pl_interval': cfg.pl_interval} if cfg.pl_weight > 0 else {}),
+        }
     )
     _guard_architecture(workdir, cfg, is_main)
-    latest = manager.latest_step()
-    if latest is not None:
-        restored = manager.restore(
-            latest,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(trainer.abstract_state()), data=grain.PyGrainCheckpointRestore(data_iter)
-            ),
-        )
-        state = restored['state']
-        print(f'gan: resumed from step {latest} in {ckpt_dir}', flush=True)
-    else:
-        state = trainer.init_state(config.seed)
-
-    writer = metrics_lib.MetricWriter(workdir / 'tensorboard')
-    if latest is None:
-        writer.write_hparams(cfg.to_dict())
-    start = int(jax.device_get(state.step))
-    progress = metrics_lib.Progress(cfg.total_steps, cfg.batch_size, start, name='gan: ')
+    trainer = GANTrainer(cfg, mesh)
+    source = data_lib.source_from_config(cfg.data)
+    loader = data_lib.make_loader(source, local_batch, seed=config.seed, worker_count=cfg.data_workers)
     sample_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (cfg.sample_grid, trainer.G.z_dim))
-    sums, counts, finite, last = {}, {}, jnp.array(True), {}
-    t_start = time.time()
 
-    def save(step):
-        manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(data_iter)),
-        )
+    def step(state, real, index):
+        state, m = trainer.train_step(state, real)
+        metrics = [m]
+        if cfg.r1_gamma > 0 and index % cfg.r1_interval == 0:
+            state, m = trainer.r1_step(state, real)
+            metrics.append(m)
+        if cfg.pl_weight > 0 and index % cfg.pl_interval == 0:
+            state, m = trainer.pl_step(state)
+            metrics.append(m)
+        return state, metrics
 
-    with stop.stoppable(finish=manager.wait_until_finished):
-        for step in range(start, cfg.total_steps):
-            stop.check_stop('gan')
-            real = trainer.put_batch(next(data_iter))
-            state, m = trainer.train_step(state, real)
-            step_metrics = [m]
-            if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
-                state, m = trainer.r1_step(state, real)
-                step_metrics.append(m)
-            if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
-                state, m = trainer.pl_step(state)
-                step_metrics.append(m)
-            # Sums stay on device; the host reads them only at log steps (no round trip per step).
-            for m in step_metrics:
-                finite = finite & m.pop('finite')
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.total_steps:
-                values, ok = jax.device_get((sums, finite))
-                last = {k: float(v) / counts[k] for k, v in values.items()}
-                if not ok:
-                    raise FloatingPointError(
-                        f'gan: non-finite loss between steps {done - cfg.log_every} and {done} '
-                        f'({last}); the last good checkpoint is in {ckpt_dir}'
-                    )
-                writer.write_scalars(done, last)
-                progress.report(
-                    done, **{k.replace('loss/', '').replace('logits/', 'D(x) '): v for k, v in last.items()}
-                )
-                sums, counts = {}, {}
-            if done % cfg.sample_every == 0 or done == cfg.total_steps:
-                grid = image_io.grid(image_io.to_uint8(jax.device_get(trainer.sample(state, sample_z, 1.0))))
-                if is_main:
-                    image_io.write_png(workdir / 'samples' / f'step_{done:07d}.png', grid)
-                writer.write_images(done, {'samples/ema': grid})
-            if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
-                save(done)
-    writer.flush()
+    def log(state, done, means):
+        return state, means, {k.replace('loss/', '').replace('logits/', 'D(x) '): v for k, v in means.items()}
+
+    def samples(state, done):
+        if done % cfg.sample_every and done != cfg.total_steps:
+            return None
+        grid = image_io.grid(image_io.to_uint8(jax.device_get(trainer.sample(state, sample_z, 1.0))))
+        if is_main:
+            image_io.write_png(workdir / 'samples' / f'step_{done:07d}.png', grid)
+        return {'samples/ema': grid}
+
+    finished = loop.train(
+        'gan',
+        workdir,
+        mesh=mesh,
+        loader=loader,
+        init=lambda: trainer.init_state(config.seed),
+        step=step,
+        total_steps=cfg.total_steps,
+        batch_size=cfg.batch_size,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
+        trained_on=_trained_on(cfg, source, config.seed),
+        hparams=cfg.to_dict(),
+        log=log,
+        after_step=samples,
+    )
     export = None
     if is_main:
         export = export_generator(
             trainer,
-            state,
+            finished.state,
             workdir / 'generator',
             {
                 'source': str(workdir),
@@ -376,16 +345,26 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 'images_seen': cfg.total_steps * cfg.batch_size,
             },
         )
-    writer.close()
     result = {
         'steps': cfg.total_steps,
-        'seconds_this_run': round(time.time() - t_start, 1),
-        'metrics': last,
+        'seconds_this_run': finished.seconds,
+        'metrics': finished.metrics,
         'generator': str(export) if export else None,
     }
     if is_main:
         (workdir / 'train_gan.json').write_text(json.dumps(result, indent=1))
     return result
+
+
+def _trained_on(cfg, source, seed: int) -> dict:
+    """What a checkpoint's state depends on besides the architecture (`_guard_architecture`): the images
+    (not where they are: a moved folder or TFDS data_dir still resumes), their order and the batch."""
+    data = {k: v for k, v in cfg.data.to_dict().items() if k not in ('path', 'data_dir')}
+    record = {'data': data, 'num_images': len(source), 'batch_size': cfg.batch_size, 'seed': seed}
+    root = getattr(source, 'root', None)
+    if root is not None:  # a folder: which files, by their paths under it
+        record['files'] = loop.fingerprint([str(p.relative_to(root)) for p in source.paths])
+    return record
 
 
 def _guard_architecture(workdir: pathlib.Path, cfg, is_main: bool):

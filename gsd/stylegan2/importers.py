@@ -1,9 +1,13 @@
 """Map the public releases' weight names and layouts onto gsd's StyleGAN2 variables.
 
 Each importer takes a flat {name: np.ndarray} state (as the readers return it), infers the
-architecture from the shapes, and returns ``(arch, variables)`` where ``arch`` holds the keyword
-arguments of :class:`~gsd.stylegan2.networks.Generator` (or ``Discriminator``) and ``variables``
-is ``{'params': ..., 'buffers': ...}`` of numpy float32 arrays.
+architecture from the shapes, and returns ``(arch, variables, unused)`` where ``arch`` holds the keyword
+arguments of :class:`~gsd.stylegan2.networks.Generator` (or ``Discriminator``), ``variables``
+is ``{'params': ..., 'buffers': ...}`` of numpy float32 arrays and ``unused`` lists (sorted) the state's
+tensors the import did not read. The fixed [1, 3, 3, 1] resampling filters every release stores
+(NVIDIA's ``resample_filter``, rosinality's Blur / Upsample ``kernel``) and TensorFlow's ``lod`` are
+not "unused": gsd builds them in, so a filter of any other shape is refused instead. A tensor with a
+NaN or an infinity is refused, by name, whether or not it is used.
 
 Layout facts (see the project notes): torch conv weights are [O, I, kh, kw] and dense weights
 [out, in]; TensorFlow's are [kh, kw, I, O] and [in, out]. rosinality and NVIDIA-PyTorch store the
@@ -22,7 +26,12 @@ from gsd.stylegan2.networks import block_resolutions
 
 
 class StateError(ValueError):
-    """A state whose names or shapes do not form a supported StyleGAN2 network."""
+    """A state whose names or shapes do not form a supported StyleGAN2 network (the loader adds the file)."""
+
+
+# Buffers the releases store but gsd's architecture fixes (see module doc).
+_FIXED_BUFFER = re.compile(r'(^|[./])(resample_filter|kernel|lod)$')
+_FIR = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0]) / 64.0
 
 
 def _f32(a) -> np.ndarray:
@@ -51,8 +60,11 @@ class _State:
     def __getitem__(self, key) -> np.ndarray:
         if key not in self.state:
             raise StateError(f'{self.what}: missing tensor {key!r}')
-        self.used.add(key)
-        return np.asarray(self.state[key])
+        a = np.asarray(self.state[key])
+        if key not in self.used:
+            _check_finite(a, key, self.what)
+            self.used.add(key)
+        return a
 
     def expect(self, key, shape) -> np.ndarray:
         a = self[key]
@@ -78,6 +90,31 @@ class _State:
                 name = pattern.replace(r'(\d+)', str(i)).replace('\\', '')
                 raise StateError(f'{self.what}: missing tensor {name!r}')
         return len(found)
+
+    def unused(self) -> list[str]:
+        """The tensors nothing read, bar the fixed buffers (checked here: another filter is refused);
+        every tensor is checked to be finite, so a NaN in an ignored one is not waved through either."""
+        out = []
+        for key in sorted(set(self.state) - self.used):
+            a = np.asarray(self.state[key])
+            _check_finite(a, key, self.what)
+            if not _FIXED_BUFFER.search(key):
+                out.append(key)
+            elif not key.endswith('lod') and (
+                a.shape != _FIR.shape or not a.sum() or not np.allclose(a / a.sum(), _FIR, atol=1e-6)
+            ):
+                raise StateError(
+                    f'{self.what}: tensor {key!r} is not the [1, 3, 3, 1] resampling filter gsd implements '
+                    f'(shape {tuple(a.shape)})'
+                )
+        return out
+
+
+def _check_finite(a: np.ndarray, key: str, what: str) -> None:
+    if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating):
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise StateError(f'{what}: tensor {key!r} holds {bad} non-finite value(s) (NaN or infinity)')
 
 
 def detect_naming(state: dict) -> str:
@@ -176,8 +213,14 @@ def import_rosinality_generator(state: dict, latent_avg=None, lr_mul: float = 0.
             'bias': _f32(s.expect(f'{p}.bias', (1, 3, 1, 1)).reshape(3)),
         }
 
-    w_avg = None if latent_avg is None else _f32(latent_avg).reshape(w_dim)
-    return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
+    w_avg = None
+    if latent_avg is not None:
+        _check_finite(np.asarray(latent_avg), 'latent_avg', what)
+        w_avg = _f32(latent_avg).reshape(w_dim)
+    arch, variables = _assemble_generator(
+        resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul
+    )
+    return arch, variables, s.unused()
 
 
 def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
@@ -224,7 +267,10 @@ def import_nvidia_generator(state: dict, lr_mul: float = 0.01, what='NVIDIA G'):
         }
 
     w_avg = _f32(s['mapping.w_avg']) if 'mapping.w_avg' in s else None
-    return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
+    arch, variables = _assemble_generator(
+        resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul
+    )
+    return arch, variables, s.unused()
 
 
 def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs'):
@@ -274,7 +320,10 @@ def import_tf_generator(state: dict, lr_mul: float = 0.01, what='TensorFlow Gs')
         }
 
     w_avg = _f32(s['dlatent_avg']) if 'dlatent_avg' in s else None
-    return _assemble_generator(resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul)
+    arch, variables = _assemble_generator(
+        resolution, channels, mapping, const, layer, torgb, w_avg, z_dim, w_dim, lr_mul
+    )
+    return arch, variables, s.unused()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +360,8 @@ def import_nvidia_discriminator(state: dict, mbstd_group_size: int = 4, what='NV
     def dense(name):
         return {'weight': _dense(s[f'b4.{name}.weight']), 'bias': _f32(s[f'b4.{name}.bias'])}
 
-    return _assemble_discriminator(resolution, channels, conv, dense, mbstd_group_size)
+    arch, variables = _assemble_discriminator(resolution, channels, conv, dense, mbstd_group_size)
+    return arch, variables, s.unused()
 
 
 def import_rosinality_discriminator(state: dict, what='rosinality D'):
@@ -340,7 +390,8 @@ def import_rosinality_discriminator(state: dict, what='rosinality D'):
         p = {'fc': 'final_linear.0', 'out': 'final_linear.1'}[name]
         return {'weight': _dense(s[f'{p}.weight']), 'bias': _f32(s[f'{p}.bias'])}
 
-    return _assemble_discriminator(resolution, channels, conv, dense)
+    arch, variables = _assemble_discriminator(resolution, channels, conv, dense)
+    return arch, variables, s.unused()
 
 
 def import_tf_discriminator(state: dict, mbstd_group_size: int = 4, what='TensorFlow D'):
@@ -361,7 +412,8 @@ def import_tf_discriminator(state: dict, mbstd_group_size: int = 4, what='Tensor
         p = {'fc': '4x4/Dense0', 'out': 'Output'}[name]
         return {'weight': _f32(s[f'{p}/weight']), 'bias': _f32(s[f'{p}/bias'])}
 
-    return _assemble_discriminator(resolution, channels, conv, dense, mbstd_group_size)
+    arch, variables = _assemble_discriminator(resolution, channels, conv, dense, mbstd_group_size)
+    return arch, variables, s.unused()
 
 
 GENERATOR_IMPORTERS = {

@@ -11,8 +11,9 @@ Every function here computes exactly the same linear map as the reference, but a
   one per input parity phase (exactly its 9 taps);
 * the separable FIR up/downsamplers: sums of shifted slices.
 
-All arrays are NHWC; conv weights are HWIO. `reference_*` functions are the literal formulations,
-kept for the equivalence tests.
+All arrays are NHWC; conv weights are HWIO. tests/test_ops.py checks each against the literal
+formulation (tests/reference_ops.py): values, gradients, and the second derivatives of R1 and
+path-length regularisation.
 """
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-# The one FIR filter every StyleGAN2 checkpoint uses, normalised to sum 1 in 1-D.
-FIR_1D = np.array([1.0, 3.0, 3.0, 1.0], dtype=np.float64) / 8.0
 
 
 def conv2d(x, w, *, stride: int = 1, padding='SAME', precision=None):
@@ -184,43 +181,3 @@ def _downsample_axis(x, axis: int):
 def downsample2x(x):
     """upfirdn2d(x, FIR, down=2, padding=(1, 1)): the discriminator's skip-path downsampler."""
     return _downsample_axis(_downsample_axis(x, 1), 2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Literal reference formulations (slow on CPU), for tests of the exact rewrites above.
-
-
-def reference_upfirdn2d(x, *, up: int = 1, down: int = 1, pad=(0, 0), gain: float = 1.0):
-    """upfirdn2d with the FIR filter on NHWC: zero-insert `up`, pad, depthwise filter, keep every `down`."""
-    n, h, w, c = x.shape
-    if up > 1:
-        z = jnp.zeros((n, h, up, w, up, c), x.dtype).at[:, :, 0, :, 0, :].set(x)
-        x = z.reshape(n, h * up, w * up, c)
-    x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
-    f = jnp.asarray(np.outer(FIR_1D, FIR_1D) * gain, x.dtype)
-    k = jnp.tile(f[:, :, None, None], (1, 1, 1, c))
-    x = jax.lax.conv_general_dilated(
-        x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c, precision='highest'
-    )
-    return x[:, ::down, ::down, :]
-
-
-def reference_upconv2x(x, w):
-    """conv_transpose2d(x, w, stride=2) (scatter, no flip) then blur pad (1, 1), gain 4."""
-    # A scatter-transposed conv equals a correlation of the zero-inserted input with the flipped kernel.
-    y = jax.lax.conv_general_dilated(
-        x,
-        w[::-1, ::-1],
-        (1, 1),
-        ((2, 2), (2, 2)),
-        lhs_dilation=(2, 2),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        precision='highest',
-    )
-    return reference_upfirdn2d(y, pad=(1, 1), gain=4.0)
-
-
-def reference_downconv2x(x, w):
-    """Blur pad (2, 2), then a stride-2 3x3 correlation."""
-    y = reference_upfirdn2d(x, pad=(2, 2))
-    return conv2d(y, w, stride=2, padding='VALID', precision='highest')

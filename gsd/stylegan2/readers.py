@@ -38,6 +38,8 @@ import zipfile
 
 import numpy as np
 
+from gsd import errors
+
 __all__ = ['CheckpointError', 'read_checkpoint_file', 'read_pickle_file', 'read_torch_file']
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -79,7 +81,7 @@ _STORAGE_CLASSES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.GsdError, ValueError):
     """One-line message: '<path>: <problem>'."""
 
 

@@ -11,24 +11,19 @@ from __future__ import annotations
 import collections
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gsd import stylegan2
 from gsd.io import images as image_io
 from gsd.toy import annotator, world
+from gsd.training import parallel
 
 
 def generated_images(path, num: int, psi: float, seed: int, batch: int = 50) -> np.ndarray:
     g, variables = stylegan2.load(path)
     z = jax.random.normal(jax.random.PRNGKey(seed), (num, g.z_dim))
     generate = jax.jit(lambda v, z: g.apply(v, z, truncation_psi=psi, noise_mode='const'))
-    out = []
-    for start in range(0, num, batch):
-        zb = z[start : start + batch]
-        n = zb.shape[0]
-        out.append(image_io.to_uint8(generate(variables, jnp.pad(zb, ((0, batch - n), (0, 0)))))[:n])
-    return np.concatenate(out)
+    return image_io.to_uint8(parallel.map_padded(lambda zb: generate(variables, zb), [np.asarray(z)], batch))
 
 
 def class_shares(masks) -> np.ndarray:

@@ -23,14 +23,12 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-from gsd.io import images
+from gsd.io import atomic, images
 
 CLASSES: tuple[str, ...] = ('background', 'skin', 'hair', 'left_eye', 'right_eye', 'nose', 'mouth')
 BACKGROUND, SKIN, HAIR, LEFT_EYE, RIGHT_EYE, NOSE, MOUTH = range(len(CLASSES))
@@ -404,10 +402,7 @@ def write_image_folder(out_dir, n: int, seed: int, size: int = 64) -> int:
                 f'{meta_path}: folder holds seed={old.get("seed")} size={old.get("size")}, not seed={seed} size={size}'
             )
     else:
-        fd, tmp = tempfile.mkstemp(prefix='.classes.', suffix='.json', dir=out)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp, meta_path)
+        atomic.write_json(meta_path, meta)
     written = 0
     for i in range(n):
         img_path, mask_path = out / 'images' / f'{i:05d}.png', out / 'masks' / f'{i:05d}.png'
