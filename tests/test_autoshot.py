@@ -23,11 +23,12 @@ from conftest import REPO
 from PIL import Image
 from test_fewshot_pipeline import make_config, paint
 
-from gsd import toy
+from gsd import segmenters, toy
 from gsd.io import autoshot_dataset
 from gsd.io import images as image_io
 from gsd.pipeline import autoshot, autoshot_segment, fewshot, shots
 from gsd.pipeline import autoshot_data as synthetic
+from gsd.stylegan2 import generator
 from gsd.training import parallel
 
 # pytest finds fixtures among the module's names; bound here rather than imported so that the tests'
@@ -95,7 +96,7 @@ def test_dataset_reads_back_through_tfds_and_matches_the_labeller(dataset_dir, g
     np.testing.assert_array_equal(by_name[5]['image'], r['image'])
     # Image i is a function of (seed, i) alone: the labeller on [5, 6] reproduces record 5.
     config = autoshot_config(generator_dir)
-    seg = fewshot.load(dataset_dir, config)
+    seg = segmenters.load_heads(dataset_dir / 'heads', *generator.build_generator(config.generator))
     mesh = parallel.mesh(jax.devices()[:1])
     out = synthetic.Labeller(seg, config.seed, config.autoshot_data.truncation_psi, mesh)(np.array([5, 6]))
     np.testing.assert_array_equal(out['image'][0], r['image'])
@@ -153,7 +154,7 @@ def test_generation_resumes_after_a_kill_on_eight_devices(heads_dir, generator_d
     indices = [int(train[i]['index']) for i in range(len(train))] + [int(val[i]['index']) for i in range(len(val))]
     assert indices == list(range(n))
     config = autoshot_config(generator_dir)
-    seg = fewshot.load(work, config)
+    seg = segmenters.load_heads(work / 'heads', *generator.build_generator(config.generator))
     mesh = parallel.mesh(jax.devices()[:1])
     ref = synthetic.Labeller(seg, config.seed, config.autoshot_data.truncation_psi, mesh)(np.array([0, 1, 798, 799]))
     got = [train[0], train[1], val[len(val) - 2], val[len(val) - 1]]
@@ -179,7 +180,7 @@ def test_unet_stage_resumes_and_segments_any_size(dataset_dir, generator_dir, tm
 
     # The latest checkpoint damaged (a save cut short): one line, then epoch 2 again from checkpoint 2,
     # on the same batches with the same plateau state, to the same UNet.
-    before = jax.tree.map(np.asarray, autoshot.load(work).params)
+    before = jax.tree.map(np.asarray, segmenters.load_unet(work / 'autoshot' / 'unet').params)
     manifest = work / 'autoshot' / 'checkpoints' / '4' / 'state' / 'manifest.ocdbt'
     manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
     autoshot.run(config, work)
@@ -187,9 +188,13 @@ def test_unet_stage_resumes_and_segments_any_size(dataset_dir, generator_dir, tm
     notes = [line for line in out.splitlines() if ' is unreadable ' in line]
     assert len(notes) == 1 and 'checkpoint 4' in notes[0] and 'resuming from step 2' in notes[0], out
     assert 'autoshot: resumed from step 2' in out
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, autoshot.load(work).params), before)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.tree.map(np.asarray, segmenters.load_unet(work / 'autoshot' / 'unet').params),
+        before,
+    )
 
-    seg = autoshot.load(work)
+    seg = segmenters.load_unet(work / 'autoshot' / 'unet')
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     labels = seg.segment(batch)

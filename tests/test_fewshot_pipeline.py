@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsd import stylegan2
+from gsd import segmenters, stylegan2
 from gsd.io import annotation
 from gsd.io import images as image_io
 from gsd.pipeline import fewshot, report, segment, shots
+from gsd.stylegan2 import generator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,7 @@ def test_shots_fewshot_report_segment(tmp_path, generator_dir):
     losses = np.asarray(json.loads((work / 'heads' / 'train_loss.json').read_text()))
     assert losses[0, -1] < 0.7 * losses[0, 0], losses  # the head learned the painted labels
 
-    seg = fewshot.load(work, config)
+    seg = segmenters.load_heads(work / 'heads', *generator.build_generator(config.generator))
     ws = np.load(out / 'latents.npz')['ws']
     _, probs, _ = seg(jnp.asarray(ws))
     pred = np.asarray(jnp.argmax(probs, -1))

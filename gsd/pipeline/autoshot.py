@@ -19,8 +19,8 @@ Writes WORKDIR/autoshot/checkpoints (orbax: state, data-iterator position, plate
 state was trained on, every `checkpoint_every` epochs; a rerun resumes from the last readable one,
 and refuses checkpoints trained on another dataset (its dataset.json and settings.json, which name the
 heads that labelled it), architecture, batch size or seed), WORKDIR/autoshot/tensorboard (and
-metrics.jsonl), and WORKDIR/autoshot/unet (orbax params + unet.json), which `load` reads back as an
-`gsd.segmenters.UNetSegmenter` for any image size, aspect and number of objects: no GAN at test time.
+metrics.jsonl), and WORKDIR/autoshot/unet (orbax params + unet.json), which `gsd.segmenters.load_unet` reads back
+as a `UNetSegmenter` for any image size, aspect and number of objects: no GAN at test time.
 """
 
 from __future__ import annotations
@@ -223,9 +223,3 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         (out / 'train.json').write_text(json.dumps({**result, 'history': history}, indent=1))
     print(f'autoshot: UNet trained {total_steps} steps ({cfg.epochs} epochs) -> {out / "unet"}; {last}')
     return result
-
-
-def load(workdir, batch_size: int = 16) -> segmenters.UNetSegmenter:
-    """The UNetSegmenter an `autoshot` run wrote to WORKDIR/autoshot/unet (no config needed: unet.json
-    holds the architecture and classes)."""
-    return segmenters.load_unet(pathlib.Path(workdir) / 'autoshot' / 'unet', batch_size)

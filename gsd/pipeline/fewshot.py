@@ -10,7 +10,8 @@ concatenated (H, W, C) feature map is never built. Writes
     heads/heads.json       everything needed to rebuild the head: kind, classes, layers, layout
     heads/train_loss.json  per-member loss per epoch (every 10th epoch)
 
-`load(workdir, config)` returns a `gsd.segmenters.GANSegmenter` that maps w+ (and noise) to class probabilities.
+`gsd.segmenters.load_heads(WORKDIR / 'heads', module, variables)` returns a `GANSegmenter` that maps w+
+(and noise) to class probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import hashlib
 import json
 import pathlib
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -165,9 +165,3 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         f'{meta["seconds"]} s -> {out}'
     )
     return meta
-
-
-def load(workdir, config, generator_and_variables: Optional[tuple] = None) -> segmenters.GANSegmenter:
-    """The GANSegmenter a `fewshot` run wrote to WORKDIR/heads (the generator from the config unless given)."""
-    module, variables = generator_and_variables or generator.build_generator(config.generator)
-    return segmenters.load_heads(pathlib.Path(workdir) / 'heads', module, variables)

@@ -151,8 +151,3 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     )
     print(f'shots: {len(kept)} images in {out / "images"}; {how}')
     return summary
-
-
-def read(workdir, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images, ws, labels) of WORKDIR/shots for a config's classes (see `gsd.io.annotation.read_shots`)."""
-    return annotation.read_shots(pathlib.Path(workdir) / 'shots', list(config.classes.names), palette(config))
