@@ -136,3 +136,18 @@ def run_all(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty workdir behind
     with workdir_lock(workdir):
         return {name: module.run(config, workdir) for name, module in modules.items()}
+
+
+def projection_settings(p) -> dict:
+    """`gsd.segmenters.segment_images` keyword arguments from a config's `projection` block (the stages that
+    project real images, `segment` and `report`, read it the same way)."""
+    from gsd import projection  # imported here: the registry itself stays light
+
+    return dict(
+        batch_size=p.batch_size,
+        steps=p.steps,
+        lr=p.lr,
+        space=p.space,
+        optimize_noise=p.optimize_noise,
+        perceptual=projection.make_perceptual(p.loss, p.get('vgg16_path') or None, p.get('lpips_path') or None),
+    )

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import ml_collections
 import numpy as np
 
-from gsd import errors, evaluation, pipeline, projection, segmenters
+from gsd import errors, evaluation, pipeline, segmenters
 from gsd.io import annotation, atomic
 from gsd.io import images as image_io
 from gsd.nn import baselines, unet
@@ -107,17 +107,8 @@ def _fewshot(ctx: _Context, test_images) -> tuple[np.ndarray, dict]:
     config = ctx.config
     t0 = time.time()
     seg = segmenters.load_heads(ctx.workdir / 'heads', *generator.build_generator(config.generator))
-    p = config.projection
     result = segmenters.segment_images(
-        seg,
-        test_images,
-        batch_size=p.batch_size,
-        seed=config.seed,
-        steps=p.steps,
-        lr=p.lr,
-        space=p.space,
-        optimize_noise=p.optimize_noise,
-        perceptual=projection.make_perceptual(p.loss, p.get('vgg16_path') or None, p.get('lpips_path') or None),
+        seg, test_images, seed=config.seed, **pipeline.projection_settings(config.projection)
     )
     seconds = time.time() - t0
     extra = {

@@ -22,7 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
-from gsd import errors, projection, segmenters
+from gsd import errors, pipeline, segmenters
 from gsd.io import annotation, atomic, sources
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
@@ -41,18 +41,6 @@ def check(config) -> None:
             raise errors.SettingError(f'projection.{field}: must be an integer >= 1, got {p[field]!r}')
 
 
-def projection_settings(p: ml_collections.ConfigDict) -> dict:
-    """`gsd.segmenters.segment_images` keyword arguments from a config's `projection` block."""
-    return dict(
-        batch_size=p.batch_size,
-        steps=p.steps,
-        lr=p.lr,
-        space=p.space,
-        optimize_noise=p.optimize_noise,
-        perceptual=projection.make_perceptual(p.loss, p.get('vgg16_path') or None, p.get('lpips_path') or None),
-    )
-
-
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     check(config)
@@ -63,7 +51,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     seg = segmenters.load_heads(workdir / 'heads', module, variables)
     imgs, paths, skipped = sources.read_folder(folder, module.resolution)
     names = sources.output_names(paths)
-    result = segmenters.segment_images(seg, np.stack(imgs), seed=config.seed, **projection_settings(config.projection))
+    result = segmenters.segment_images(
+        seg, np.stack(imgs), seed=config.seed, **pipeline.projection_settings(config.projection)
+    )
     out = workdir / 'segment'
     summary = {
         'images': len(names),
