@@ -8,7 +8,7 @@ WORKDIR/samples/step_*.png grids, TensorBoard events in WORKDIR/tensorboard/.
 Runtime and result (2-core CPU; `python tools/toy_quality.py WORKDIR/generator` measures quality):
   1.76 s per step alone on the 2 cores (64 channels max, batch 32; measured over steps 3510-3600),
   so the 3600 steps take about 106 minutes plus a minute of start-up.
-  The shipped generator (gsd/assets/toy_generator, 1.7 MB) is step 3600 of this command with this
+  The shipped generator (gsd/toy/assets/toy_generator, 1.7 MB) is step 3600 of this command with this
   config, started 2026-11-29 19:57. It ran in three sittings (stopped and resumed from its
   checkpoints) on a CPU shared with development work, about 190 minutes of wall clock in all;
   rerunning its steps 3500-3600 alone from the step-3500 checkpoint reproduced the shipped weights

@@ -34,11 +34,10 @@ from benchlib import best_time, measure_peak
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gsd import augment, features, projection, toy
+from gsd import augment, features, projection, segmenters, toy
 from gsd.io.images import to_uint8
 from gsd.nn import unet
 from gsd.pipeline import autoshot_data as synthetic
-from gsd.pipeline import fewshot
 from gsd.stylegan2.networks import Generator, channels_nvidia
 from gsd.training import parallel
 
@@ -100,14 +99,14 @@ def generator(args):
 
 def bench_generation(module, variables, mesh, args, peak) -> dict:
     extractor = features.FeatureExtractor(module, module.resolution, None)  # None: the paper's layers
-    head = fewshot.make_head('cnn', NUM_CLASSES, extractor.layout)
+    head = segmenters.make_head('cnn', NUM_CLASSES, extractor.layout)
     example = {
         n: jnp.zeros((1, features.layer_resolution(n), features.layer_resolution(n), c))
         for n, c in zip(extractor.layout.layers, extractor.layout.layer_channels)
     }
     keys = jax.random.split(jax.random.PRNGKey(1), args.ensemble)
     params = jax.vmap(lambda k: head.init(k, example)['params'])(keys)  # leading member axis
-    seg = fewshot.Segmenter(module, variables, extractor, head, params, toy.CLASSES)
+    seg = segmenters.GANSegmenter(module, variables, extractor, head, params, toy.CLASSES)
     labeller = synthetic.Labeller(seg, 0, 0.7, mesh)
     index = np.arange(args.gen_batch)
     compile_s, run_s = timed(lambda: labeller(index), args.repeats)

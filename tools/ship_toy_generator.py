@@ -2,7 +2,7 @@
 
     python tools/ship_toy_generator.py /tmp/toy_gan/generator      # WORKDIR/generator of configs/toy_gan.py
 
-Copies the generator (gsd's StyleGAN2 directory, EMA weights) to gsd/assets/toy_generator/ (refusing
+Copies the generator (gsd's StyleGAN2 directory, EMA weights) to gsd/toy/assets/toy_generator/ (refusing
 more than 25 MB), checks that `gsd.toy.pretrained()` loads it and generates finite images, and writes
 docs/toy_samples.png: 64 samples (truncation 0.7, seed 0) beside 64 real toy images. Quality figures
 come from tools/toy_quality.py.
