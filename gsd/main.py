@@ -26,6 +26,12 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a configs/*.py file (with an optional :arg).', lock_config=True
 )
 flags.DEFINE_string('workdir', None, "Directory for this run's outputs (created if missing).")
+flags.DEFINE_string(
+    'seeds',
+    '',
+    "Run once per seed in WORKDIR/seed_N and summarise (mean +- std): 'test' (0,1,2), 'val' (100,101,102) "
+    "or a list '0,1,2'; see gsd.protocol. Empty: one run with config.seed.",
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -152,7 +158,12 @@ def main(argv):
     warnings.showwarning = _show_warning
     config = _loaded_config(sys.argv)
     try:
-        pipeline.run_all(config, FLAGS.workdir)
+        if FLAGS.seeds:
+            from gsd import protocol
+
+            pipeline.run_seeds(config, FLAGS.workdir, protocol.parse_seeds(FLAGS.seeds))
+        else:
+            pipeline.run_all(config, FLAGS.workdir)
     except Exception as e:  # noqa: BLE001 - bad input becomes one line; a bug is re-raised with its traceback
         if not report(e):
             raise
