@@ -70,6 +70,12 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     f.feature_size = 0  # the generator's resolution (256 horse, 512 car)
     f.upsample = 'bilinear'
     f.align_corners = True
+    # The paper's heads read the generator's features only; True adds the image as 3 more channels
+    # (the photo, on projected real images; measured in the toy world: configs/toy_1shot.py).
+    f.image_channels = False
+    f.image_weight = 1.0
+    f.contrast_weight = 0.0  # > 0: also the image's local contrast (gsd.features.local_contrast)
+    f.contrast_size = 9
     # Storage of the shots' activations; the heads compute in float32. bfloat16 halves it (face_1shot.py).
     f.feature_dtype = 'bfloat16'
     f.epochs = 1000
@@ -89,6 +95,12 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     r.data_root = ''  # required for report: the folder with Annotations_Part/ and JPEGImages/
     r.category = category
     r.num_test = 100
+    # The crop's padding outside the photo: 'ignore' (unscored) or 'background'. As background it would
+    # score much of the crop of a wide or edge object as correct background, which no method has to see.
+    r.pad = 'ignore'
+    # A text file of PASCAL image ids, one a line (e.g. the paper's test split): the test items, in its
+    # order (num_test still caps them; 0: all). '': every annotation with the category, sorted.
+    r.split_file = ''
     r.methods = ('fewshot', 'rgb_baseline')
     r.num_shown = 16
 

@@ -35,6 +35,9 @@ def projection_block(c: ml_collections.ConfigDict, *, steps: int, batch_size: in
     p.steps = steps  # the standard recipe is 1000 steps for photos
     p.lr = 0.1
     p.batch_size = batch_size  # images projected together in one program
+    # An image -> w+ encoder (the encoder stage's WORKDIR/encoder, or 'gsd:toy_encoder' for the toy
+    # generator) whose guess starts the projection instead of w_avg, so far fewer steps suffice; '' = none.
+    p.encoder = ''
     return p
 
 
@@ -49,6 +52,7 @@ def autoshot_blocks(
     chunk_size: int = 100,
     generation_batch: int = 10,
     dtype: str = 'float32',
+    class_balance: float = 0.0,
 ) -> ml_collections.ConfigDict:
     """Add the auto-shot blocks (autoshot_data, autoshot, autoshot_segment) to config `c`, with these
     settings and the paper's training recipe; every field is then overridable with --config.X=..."""
@@ -69,6 +73,10 @@ def autoshot_blocks(
     u.batch_size = batch_size  # global, sharded over all devices
     u.epochs = epochs
     u.lr = 1e-3  # the paper: Adam 1e-3,
+    # Cross-entropy weights share**-class_balance per class (gsd.nn.unet.balanced_class_weights), counted on
+    # class_balance_images records: 0 = the paper's plain loss; 0.5 lets the small parts pull harder.
+    u.class_balance = class_balance
+    u.class_balance_images = 500
     u.plateau_patience = 20  # x0.1 after 20 epochs without validation improvement
     u.plateau_factor = 0.1
     u.flip = True  # the paper's augmentation (gsd.augment): flips,

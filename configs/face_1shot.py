@@ -76,6 +76,12 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     f.feature_size = 512  # the authors resized every activation to 512 px
     f.upsample = 'bilinear'
     f.align_corners = True
+    # The paper's heads read the generator's features only; True adds the image as 3 more channels
+    # (the photo, on projected real images; measured in the toy world: configs/toy_1shot.py).
+    f.image_channels = False
+    f.image_weight = 1.0
+    f.contrast_weight = 0.0  # > 0: also the image's local contrast (gsd.features.local_contrast)
+    f.contrast_size = 9
     # Storage of the shots' activations; the heads compute in float32. 10 shots of every layer at 512 px
     # are 2.6 GB in float32, 1.3 GB in bfloat16 (tools/bench_fewshot.py).
     f.feature_dtype = 'bfloat16'

@@ -34,6 +34,21 @@ UPSAMPLE_MODES = ('bilinear', 'nearest')
 # Table 7's layer groups by resolution (inclusive; None = up to the generator's resolution).
 GROUPS = {'A': (4, 8), 'B': (16, 32), 'C': (64, None)}
 PAPER_MIN_RESOLUTION = 8
+# A pseudo-layer beside the synthesis convs: the image itself, 3 channels at the generator's resolution.
+# On generated images it is the generator's output; on a projected photo, the photo (see
+# gsd.segmenters.GANSegmenter): the convs say where a pixel is in the face, the photo's own colour says
+# what is there even where the reconstruction blurs it (a toy nose, a mouth's exact outline).
+IMAGE = 'image'
+
+
+def local_contrast(images, size: int):
+    """images minus their `size` x `size` box mean (edges replicated), per channel: how much darker or lighter
+    a pixel is than its surroundings, whatever the surroundings' own colour (a toy nose is a darker copy of
+    the face's skin, and skins range from pale to dark)."""
+    pad = size // 2
+    padded = jnp.pad(images, ((0, 0), (pad, size - 1 - pad), (pad, size - 1 - pad), (0, 0)), mode='edge')
+    mean = jax.lax.reduce_window(padded, 0.0, jax.lax.add, (1, size, size, 1), (1, 1, 1, 1), 'VALID') / size**2
+    return images - mean
 
 
 def layer_resolution(name: str) -> int:
@@ -298,11 +313,17 @@ class FeatureLayout:
         out_size: int,
         upsample: str = 'bilinear',
         align_corners: bool = True,
+        image_channels: int = 3,
     ) -> 'FeatureLayout':
-        """From a generator's resolution and per-block channels (4..resolution, as `Generator.channels`)."""
+        """From a generator's resolution and per-block channels (4..resolution, as `Generator.channels`);
+        `image_channels`: the width of the `IMAGE` pseudo-layer, when `layers` has it."""
         per_block = dict(zip(networks.block_resolutions(resolution), channels))
         return cls(
-            tuple(layers), tuple(per_block[layer_resolution(n)] for n in layers), out_size, upsample, align_corners
+            tuple(layers),
+            tuple(image_channels if n == IMAGE else per_block[layer_resolution(n)] for n in layers),
+            out_size,
+            upsample,
+            align_corners,
         )
 
     @property
@@ -339,7 +360,9 @@ class FeatureExtractor:
     """Reads a generator's chosen conv activations (`activations`) or the resized, concatenated
     feature map (`extract`). Each method is one jitted program, compiled on first use per shape.
 
-    ``layers=None`` takes the authors' set (`select_layers`). ``dtype`` is the storage dtype of
+    ``layers=None`` takes the authors' set (`select_layers`). ``image_channels`` adds the pseudo-layer
+    `IMAGE` after them: the generator's output image times ``image_weight``, and with ``contrast_weight``
+    > 0 also its `local_contrast` (box ``contrast_size``) times that weight. ``dtype`` is the storage dtype of
     `extract`'s output (e.g. bfloat16 halves the memory of a 5,056-channel map) and the default one
     of `stored_activations`.
     """
@@ -350,13 +373,25 @@ class FeatureExtractor:
     upsample: str = 'bilinear'
     align_corners: bool = True
     dtype: Any = jnp.float32
+    image_channels: bool = False
+    image_weight: float = 1.0
+    contrast_weight: float = 0.0
+    contrast_size: int = 9
 
     def __post_init__(self):
         g = self.generator
         # Validates explicit names and puts them in forward order; None = the authors' set.
-        self.layers = tuple(select_layers(g.resolution, layers=self.layers))
+        convs = [n for n in self.layers if n != IMAGE] if self.layers else None
+        self.layers = tuple(select_layers(g.resolution, layers=convs))
+        names = self.layers + ((IMAGE,) if self.image_channels else ())
         self.layout = FeatureLayout.for_generator(
-            g.resolution, g.channels, self.layers, self.out_size, self.upsample, self.align_corners
+            g.resolution,
+            g.channels,
+            names,
+            self.out_size,
+            self.upsample,
+            self.align_corners,
+            image_channels=6 if self.contrast_weight else 3,
         )
         self._run = jax.jit(self.traced_images_and_activations, static_argnames='noise_mode')
         self._run_features = jax.jit(self._images_and_features, static_argnames='noise_mode')
@@ -373,7 +408,23 @@ class FeatureExtractor:
             raise ValueError("noise_mode='random' needs rng")
         images, acts = networks.capture_activations(self.generator, variables, ws, noise_mode, noise, rngs)
         # Only the selected layers leave the program; XLA drops the rest.
-        return images, {n: acts[n] for n in self.layers}
+        acts = {n: acts[n] for n in self.layers}
+        if self.image_channels:
+            acts[IMAGE] = self.image_input(images)
+        return images, acts
+
+    def image_input(self, images):
+        """The `IMAGE` pseudo-layer from images in the generator's output range ([-1, 1]) and size."""
+        if not self.contrast_weight:
+            return self.image_weight * images
+        contrast = local_contrast(images, self.contrast_size)
+        return jnp.concatenate([self.image_weight * images, self.contrast_weight * contrast], axis=-1)
+
+    def example_activations(self, batch: int = 1) -> dict:
+        """Zeros shaped like `activations`' output, {name: (batch, R, R, C)}: builds a head with no generator run."""
+        res = lambda n: self.generator.resolution if n == IMAGE else layer_resolution(n)
+        layout = self.layout
+        return {n: jnp.zeros((batch, res(n), res(n), c)) for n, c in zip(layout.layers, layout.layer_channels)}
 
     def _images_and_features(self, variables, ws, noise, rng, noise_mode):
         images, acts = self.traced_images_and_activations(variables, ws, noise, rng, noise_mode)
@@ -383,7 +434,7 @@ class FeatureExtractor:
         acts = self.traced_images_and_activations(variables, ws, noise, rng, noise_mode)[1]
         return {
             n: jax.lax.dynamic_update_slice_in_dim(stored[n], acts[n].astype(stored[n].dtype), start, 0)
-            for n in self.layers
+            for n in self.layout.layers
         }
 
     def stored_activations(

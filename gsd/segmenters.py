@@ -9,6 +9,7 @@ stages write (WORKDIR/heads, WORKDIR/autoshot/unet).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 from typing import Any
@@ -19,10 +20,14 @@ import numpy as np
 
 from gsd import errors, features, projection
 from gsd.io import param_store, sources
+from gsd.nn import encoder as encoder_lib
 from gsd.nn import heads, unet
 
 HEAD_KINDS = ('cnn', 'mlp')
 UNET_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+ENCODER_FORMAT = 'gsd-encoder-1'
+# Encoders shipped inside the package, by `projection.encoder` value (paths relative to the gsd package).
+SHIPPED_ENCODERS = {'gsd:toy_encoder': 'toy/assets/toy_encoder'}
 
 
 def make_head(kind: str, num_classes: int, layout: features.FeatureLayout):
@@ -48,18 +53,29 @@ class GANSegmenter:
     def __post_init__(self):
         self._probs = jax.jit(self._probabilities, static_argnames='noise_mode')
 
-    def member_logits(self, params, variables, ws, noise=None, noise_mode: str = 'const'):
-        """(images raw (N, H, W, 3), every member's logits (M, N, S, S, K)); traceable, for callers' programs."""
-        images, acts = self.extractor.traced_images_and_activations(variables, ws, noise, None, noise_mode)
-        return images, heads.ensemble_logits(self.head, params, acts)
+    @property
+    def uses_image(self) -> bool:
+        """Whether the heads read the image itself beside the generator's features (`features.IMAGE`)."""
+        return self.extractor.image_channels
 
-    def _probabilities(self, params, variables, ws, noise, noise_mode):
-        images, logits = self.member_logits(params, variables, ws, noise, noise_mode)
-        return images, jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0), jnp.mean(logits, axis=0)
+    def member_logits(self, params, variables, ws, noise=None, noise_mode: str = 'const', images=None):
+        """(images raw (N, H, W, 3), every member's logits (M, N, S, S, K)); traceable, for callers' programs.
 
-    def __call__(self, ws, noise=None, noise_mode: str = 'const'):
-        """(images raw (N, H, W, 3), probabilities (N, S, S, K), mean logits (N, S, S, K))."""
-        return self._probs(self.params, self.variables, ws, noise, noise_mode=noise_mode)
+        `images` (N, H, W, 3) in [-1, 1] at the generator's size: the photos that `ws` reconstruct, read by heads
+        with image channels in place of the generator's output (None: the generator's output)."""
+        out, acts = self.extractor.traced_images_and_activations(variables, ws, noise, None, noise_mode)
+        if images is not None and self.uses_image:
+            acts = {**acts, features.IMAGE: self.extractor.image_input(images.astype(out.dtype))}
+        return out, heads.ensemble_logits(self.head, params, acts)
+
+    def _probabilities(self, params, variables, ws, noise, noise_mode, images):
+        out, logits = self.member_logits(params, variables, ws, noise, noise_mode, images)
+        return out, jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0), jnp.mean(logits, axis=0)
+
+    def __call__(self, ws, noise=None, noise_mode: str = 'const', images=None):
+        """(images raw (N, H, W, 3), probabilities (N, S, S, K), mean logits (N, S, S, K)); `images` as in
+        `member_logits`."""
+        return self._probs(self.params, self.variables, ws, noise, noise_mode=noise_mode, images=images)
 
 
 def read_heads_meta(heads_dir) -> dict:
@@ -81,7 +97,15 @@ def load_heads(heads_dir, module, variables) -> GANSegmenter:
     """The GANSegmenter of the heads in `heads_dir` (WORKDIR/heads) on the generator (module, variables)."""
     meta = read_heads_meta(heads_dir)
     ext = features.FeatureExtractor(
-        module, meta['feature_size'], meta['layers'], meta['upsample'], meta['align_corners']
+        module,
+        meta['feature_size'],
+        meta['layers'],
+        meta['upsample'],
+        meta['align_corners'],
+        image_channels=bool(meta.get('image_channels', False)),
+        image_weight=float(meta.get('image_weight', 1.0)),
+        contrast_weight=float(meta.get('contrast_weight', 0.0)),
+        contrast_size=int(meta.get('contrast_size', 9)),
     )
     head = make_head(meta['head'], len(meta['classes']), ext.layout)
     return GANSegmenter(module, variables, ext, head, param_store.read_params(heads_dir), tuple(meta['classes']))
@@ -96,18 +120,100 @@ class Segmentation:
     ws: np.ndarray  # (N, num_ws, w_dim)
 
 
+def generator_fingerprint(variables) -> str:
+    """A short hash of a generator's weights: an encoder records the one it was trained for."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(jax.device_get(variables)), key=lambda t: str(t[0])):
+        digest.update(str(path).encode())
+        digest.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encoder_path(value) -> pathlib.Path | None:
+    """The directory a `projection.encoder` value names: '' -> None, a shipped name ('gsd:toy_encoder') or a
+    path (which must hold an encoder.json)."""
+    value = str(value or '').strip()
+    if not value:
+        return None
+    if value in SHIPPED_ENCODERS:
+        path = pathlib.Path(__file__).resolve().parent / SHIPPED_ENCODERS[value]
+    elif value.startswith('gsd:'):
+        raise errors.SettingError(
+            f'projection.encoder: unknown shipped encoder {value!r}; known: {", ".join(SHIPPED_ENCODERS)}'
+        )
+    else:
+        path = pathlib.Path(value).expanduser()
+    if not (path / 'encoder.json').exists():
+        raise errors.MissingInputError(f'{path}: no trained encoder here (encoder.json); run the encoder stage first')
+    return path
+
+
+def load_encoder(encoder_dir, module, variables) -> encoder_lib.TrainedEncoder:
+    """The encoder an `encoder` stage wrote to `encoder_dir` (or a shipped name), for the generator (module,
+    variables) it was trained for: another generator (by its weights' fingerprint or shape) is refused."""
+    path = encoder_path(encoder_dir)
+    if path is None:
+        raise errors.SettingError('projection.encoder: empty; give an encoder directory or a shipped name')
+    meta = _read_json(path / 'encoder.json')
+    if not isinstance(meta, dict) or meta.get('format') != ENCODER_FORMAT:
+        raise errors.BadFileError(f'{path / "encoder.json"}: not a gsd encoder description ({ENCODER_FORMAT})')
+    try:
+        arch = meta['architecture']
+        enc = encoder_lib.Encoder(
+            int(arch['num_ws']), int(arch['w_dim']), tuple(arch['widths']), int(arch['hidden']), int(arch['groups'])
+        )
+        trained_for = meta['generator']['fingerprint']
+        resolution = int(arch['resolution'])
+    except (KeyError, TypeError, ValueError) as e:
+        raise errors.BadFileError(f'{path / "encoder.json"}: damaged ({type(e).__name__}: {e})') from None
+    if (enc.num_ws, enc.w_dim, resolution) != (module.num_ws, module.w_dim, module.resolution):
+        raise errors.SettingError(
+            f'{path}: this encoder is for a {resolution} px generator with w+ {enc.num_ws}x{enc.w_dim}, '
+            f'not this {module.resolution} px one with {module.num_ws}x{module.w_dim}'
+        )
+    if trained_for != generator_fingerprint(variables):
+        raise errors.SettingError(
+            f'{path}: this encoder was trained for another generator ({meta["generator"].get("checkpoint") or "?"}, '
+            f'weights {trained_for}); train one for this generator with the encoder stage'
+        )
+    params = param_store.read_params(path)
+    expected = jax.eval_shape(lambda: encoder_lib.init_params(enc, jax.random.PRNGKey(0), resolution))
+    if jax.tree.structure(params) != jax.tree.structure(expected) or any(
+        np.shape(a) != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected))
+    ):
+        raise errors.BadFileError(f'{path / "params"}: parameters do not match the architecture in encoder.json')
+    w_avg, _ = projection.w_statistics(module, variables)
+    return encoder_lib.TrainedEncoder(enc, jax.device_put(params), w_avg, meta)
+
+
 def segment_images(
-    segmenter: GANSegmenter, images_uint8: np.ndarray, *, batch_size: int, seed: int = 0, **project_kwargs
+    segmenter: GANSegmenter,
+    images_uint8: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    encoder=None,
+    **project_kwargs,
 ) -> Segmentation:
     """Project `images_uint8` (N, R, R, 3) at the generator's resolution `batch_size` at a time
-    (`gsd.projection.project` with `project_kwargs`; image i uses seed + i), then segment them."""
+    (`gsd.projection.project` with `project_kwargs`; image i uses seed + i), then segment them.
+    `encoder`: None, or a `TrainedEncoder` / encoder directory / shipped name whose w+ starts each
+    projection (hybrid inversion) instead of w_avg."""
+    if encoder is not None and not isinstance(encoder, encoder_lib.TrainedEncoder):
+        encoder = load_encoder(encoder, segmenter.module, segmenter.variables)
     probs, projected, psnr, ws = [], [], [], []
     n = images_uint8.shape[0]
     for s in range(0, n, batch_size):  # one compiled program per chunk shape (the last may be shorter)
+        chunk = images_uint8[s : s + batch_size]
+        need_pixels = encoder is not None or segmenter.uses_image
+        at_size = _at_resolution(chunk, segmenter.module.resolution) if need_pixels else None
+        init_ws = None if encoder is None else encoder(at_size)
         res = projection.project(
-            segmenter.module, segmenter.variables, images_uint8[s : s + batch_size], seed=seed + s, **project_kwargs
+            segmenter.module, segmenter.variables, chunk, seed=seed + s, init_ws=init_ws, **project_kwargs
         )
-        _, p, _ = segmenter(jnp.asarray(res.ws), jax.tree.map(jnp.asarray, res.noise))
+        # Heads with image channels read the photo itself beside the reconstruction's features.
+        photos = at_size / 127.5 - 1.0 if segmenter.uses_image else None
+        _, p, _ = segmenter(jnp.asarray(res.ws), jax.tree.map(jnp.asarray, res.noise), images=photos)
         probs.append(np.asarray(p))
         projected.append(res.images)
         psnr.append(np.asarray(res.psnr))
@@ -120,6 +226,17 @@ def segment_images(
         np.concatenate(psnr),
         np.concatenate(ws),
     )
+
+
+def _at_resolution(images_uint8, resolution: int):
+    """uint8 images resized (area/bilinear, as the projection does its targets) to the generator's size."""
+    x = jnp.asarray(images_uint8, jnp.float32)
+    if x.shape[1:3] == (resolution, resolution):
+        return x
+    x = features.resize_axis(
+        features.resize_axis(x, 1, resolution, align_corners=False), 2, resolution, align_corners=False
+    )
+    return jnp.clip(jnp.round(x), 0, 255)
 
 
 @dataclasses.dataclass(eq=False)

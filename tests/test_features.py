@@ -194,3 +194,36 @@ def test_stored_activations_equal_activations(small):
     for n in fe.layers:
         assert half[n].dtype == jnp.bfloat16
         np.testing.assert_allclose(np.asarray(half[n], np.float32), np.asarray(ref[n]), rtol=1e-2, atol=1e-2)
+
+
+def test_local_contrast_is_the_image_minus_its_box_mean():
+    from scipy.ndimage import uniform_filter
+
+    x = np.random.RandomState(0).rand(2, 13, 11, 3).astype(np.float32)
+    ref = x - uniform_filter(x, size=(1, 9, 9, 1), mode='nearest')  # edges replicated
+    np.testing.assert_allclose(np.asarray(F.local_contrast(jnp.asarray(x), 9)), ref, atol=1e-5)
+
+
+def test_image_pseudo_layer_follows_the_convs_and_is_read_from_the_given_photo(small):
+    """The image channels: the generator's output (times its weight, and its local contrast) after the convs;
+    a segmenter given the photo reads the photo there instead, and nothing else changes."""
+    from gsd import segmenters
+
+    g, variables, ws = small
+    plain = F.FeatureExtractor(g, 32)
+    ext = F.FeatureExtractor(g, 32, image_channels=True, image_weight=3.0, contrast_weight=10.0, contrast_size=5)
+    assert ext.layout.layers == plain.layers + (F.IMAGE,) and ext.layout.channels == plain.channels + 6
+    images, acts = ext.images_and_activations(variables, ws)
+    expected = jnp.concatenate([3.0 * images, 10.0 * F.local_contrast(images, 5)], -1)
+    np.testing.assert_allclose(np.asarray(acts[F.IMAGE]), np.asarray(expected), atol=1e-5)
+    assert F.FeatureExtractor(g, 32, image_channels=True).layout.layer_channels[-1] == 3
+    head = segmenters.make_head('mlp', 4, ext.layout)
+    params = jax.vmap(lambda k: head.init(k, ext.example_activations())['params'])(
+        jax.random.split(jax.random.key(2), 1)
+    )
+    seg = segmenters.GANSegmenter(g, variables, ext, head, params, ('a', 'b', 'c', 'd'))
+    _, own, _ = seg(ws)
+    _, same, _ = seg(ws, images=images)
+    np.testing.assert_allclose(np.asarray(same), np.asarray(own), atol=1e-5)
+    _, photo, _ = seg(ws, images=jnp.zeros_like(images))
+    assert np.abs(np.asarray(photo) - np.asarray(own)).max() > 1e-3, 'the photo replaces the generated image'

@@ -51,7 +51,7 @@ def test_toy_1shot_smoke_run(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
-    assert set(metrics) == {'fewshot', 'rgb_baseline', 'supervised_1shot', 'supervised_10shot', 'autoshot'}
+    assert set(metrics) == {'fewshot', 'rgb_baseline', 'supervised_10shot', 'autoshot'}
     for values in metrics.values():
         assert 0 <= values['mean_iou'] <= 100 and 0 <= values['weighted_iou'] <= 100
     labels = np.asarray(Image.open(tmp_path / 'shots' / 'labels' / '00000.png'))

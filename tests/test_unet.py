@@ -136,3 +136,26 @@ def test_one_vs_eight_devices_same_step():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith('ok')
+
+
+def test_balanced_class_weights_and_weighted_loss():
+    w = unet.balanced_class_weights([900, 100, 0], power=1.0)
+    # share^-1 for the seen classes, scaled to weigh 1 per pixel on average; the unseen class gets the largest.
+    np.testing.assert_allclose(w[:2], [1 / 0.9 / 2, 1 / 0.1 / 2], rtol=1e-6)
+    assert w[2] == w[1] and 0.9 * w[0] + 0.1 * w[1] == pytest.approx(1.0)
+    assert unet.balanced_class_weights([900, 100, 0], power=0.0) == (1.0, 1.0, 1.0)
+    logits = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+    labels = jax.random.randint(jax.random.key(1), (2, 4, 4), 0, 3)
+    plain = unet.pixel_loss(logits, labels, soft=False)
+    np.testing.assert_allclose(
+        unet.pixel_loss(logits, labels, soft=False, class_weights=(1.0, 1.0, 1.0)), plain, rtol=1e-6
+    )
+    # A weighted loss is the weighted mean of the per-pixel cross-entropies; soft one-hot targets agree.
+    ce = np.asarray(-jax.nn.log_softmax(logits)[..., None].squeeze(-1))
+    per_pixel = np.take_along_axis(ce, np.asarray(labels)[..., None], -1)[..., 0]
+    cw = np.array([0.5, 2.0, 3.0])
+    expected = (per_pixel * cw[np.asarray(labels)]).sum() / cw[np.asarray(labels)].sum()
+    got = unet.pixel_loss(logits, labels, soft=False, class_weights=tuple(cw))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    onehot = jax.nn.one_hot(labels, 3)
+    np.testing.assert_allclose(unet.pixel_loss(logits, onehot, soft=True, class_weights=tuple(cw)), got, rtol=1e-5)

@@ -100,10 +100,7 @@ def generator(args):
 def bench_generation(module, variables, mesh, args, peak) -> dict:
     extractor = features.FeatureExtractor(module, module.resolution, None)  # None: the paper's layers
     head = segmenters.make_head('cnn', NUM_CLASSES, extractor.layout)
-    example = {
-        n: jnp.zeros((1, features.layer_resolution(n), features.layer_resolution(n), c))
-        for n, c in zip(extractor.layout.layers, extractor.layout.layer_channels)
-    }
+    example = extractor.example_activations()
     keys = jax.random.split(jax.random.PRNGKey(1), args.ensemble)
     params = jax.vmap(lambda k: head.init(k, example)['params'])(keys)  # leading member axis
     seg = segmenters.GANSegmenter(module, variables, extractor, head, params, toy.CLASSES)

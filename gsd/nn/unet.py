@@ -155,17 +155,39 @@ def set_lr_scale(state: TrainState, scale: float) -> TrainState:
     return state.replace(lr_scale=jax.device_put(jnp.float32(scale), state.lr_scale.sharding))
 
 
-def pixel_loss(logits, targets, soft: bool):
-    """Mean cross-entropy: integer targets (N, H, W), or probabilities (N, H, W, K) when `soft`."""
+def pixel_loss(logits, targets, soft: bool, class_weights=None):
+    """Mean cross-entropy: integer targets (N, H, W), or probabilities (N, H, W, K) when `soft`.
+
+    class_weights: K floats; a pixel counts with the weight of its target (the probability-weighted mean
+    for soft targets) and the loss is the weighted mean, so rare classes (a toy nose is 1% of the pixels)
+    pull as hard as their weight says. None: every pixel alike."""
     if not soft:
         # The same numbers as optax.softmax_cross_entropy_with_integer_labels, but its gradient is a
         # scatter-add into the logits, which XLA:CPU spent seconds constant-folding at 32x64x64; the
         # one-hot form's gradient is dense and costs K multiplies per pixel.
         targets = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
-    return optax.softmax_cross_entropy(logits, targets).mean()
+    ce = optax.softmax_cross_entropy(logits, targets)
+    if class_weights is None:
+        return ce.mean()
+    w = targets.astype(jnp.float32) @ jnp.asarray(class_weights, jnp.float32)
+    return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
-def _step_body(model, tx, mesh, augment_fn, soft) -> Callable:
+def balanced_class_weights(class_pixels, power: float) -> tuple[float, ...]:
+    """Per-class loss weights share**-power (power 0: all 1; 0.5: inverse square root of the pixel share;
+    1: inverse share), scaled so that a pixel drawn from `class_pixels` weighs 1 on average. A class with no
+    pixel gets the largest weight of the others."""
+    counts = np.asarray(class_pixels, np.float64)
+    share = counts / max(counts.sum(), 1.0)
+    seen = share > 0
+    w = np.ones_like(share)
+    w[seen] = share[seen] ** -float(power)
+    w[~seen] = w[seen].max() if seen.any() else 1.0
+    w /= max(float((w * share).sum()), 1e-12) if seen.any() else 1.0
+    return tuple(float(v) for v in w)
+
+
+def _step_body(model, tx, mesh, augment_fn, soft, class_weights=None) -> Callable:
     data = NamedSharding(mesh, P('data'))
 
     def shard(x):
@@ -181,7 +203,7 @@ def _step_body(model, tx, mesh, augment_fn, soft) -> Callable:
 
         def loss_fn(params):
             logits = model.apply({'params': params}, x)
-            return pixel_loss(logits, y, soft), logits
+            return pixel_loss(logits, y, soft, class_weights), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -195,7 +217,13 @@ def _step_body(model, tx, mesh, augment_fn, soft) -> Callable:
 
 
 def make_train_step(
-    model: UNet, tx, mesh: Optional[Mesh] = None, *, augment_fn: Optional[Callable] = None, soft: bool = False
+    model: UNet,
+    tx,
+    mesh: Optional[Mesh] = None,
+    *,
+    augment_fn: Optional[Callable] = None,
+    soft: bool = False,
+    class_weights: Optional[tuple[float, ...]] = None,
 ):
     """Jitted ``(state, images_uint8 (N, H, W, C), targets, key) -> (state, metrics)``.
 
@@ -204,13 +232,16 @@ def make_train_step(
     labels (N, H, W), or with ``soft`` target logits (N, H, W, K), any float dtype, learnt as
     softmax(targets). augment_fn(key, images, labels) -> (images, labels) runs on device after the
     uint8 -> [-1, 1] conversion, on integer labels or probabilities, e.g.
-    ``functools.partial(gsd.augment.augment, flip_permutation=...)``. The state is donated; keep it
+    ``functools.partial(gsd.augment.augment, flip_permutation=...)``. class_weights: see `pixel_loss`
+    (`balanced_class_weights`). The state is donated; keep it
     replicated over `mesh` (as `create_state`, the step and `set_lr_scale` leave it) or the step compiles again.
     """
     mesh = mesh or parallel.mesh()
     replicated = NamedSharding(mesh, P())
     return jax.jit(
-        _step_body(model, tx, mesh, augment_fn, soft), donate_argnums=0, out_shardings=(replicated, replicated)
+        _step_body(model, tx, mesh, augment_fn, soft, class_weights),
+        donate_argnums=0,
+        out_shardings=(replicated, replicated),
     )
 
 
@@ -285,7 +316,9 @@ def predict(model: UNet, params, images_uint8, batch_size: int = 32, *, output: 
 
 
 @functools.lru_cache(maxsize=8)
-def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: bool, aug: Optional[tuple]):
+def _chunk_runner(
+    model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: bool, aug: Optional[tuple], class_weights=None
+):
     """(optimizer, jitted scan over `length` steps) for `train_simple`, cached so that runs with equal
     settings (the 1- and 10-shot baselines) share one compiled program."""
     tx = default_optimizer(lr)
@@ -302,7 +335,7 @@ def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: boo
             flip_permutation=flip_permutation,
             log_scale=log_scale,
         )
-    body = _step_body(model, tx, mesh, augment_fn, soft)
+    body = _step_body(model, tx, mesh, augment_fn, soft, class_weights)
 
     @functools.partial(jax.jit, static_argnames='length', donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
     def run_chunk(state, key, images, labels, count, length):
@@ -342,6 +375,7 @@ def train_simple(
     conv_impl: Optional[str] = None,
     rng_impl: Optional[str] = None,
     pad_to: Optional[int] = None,
+    class_balance: float = 0.0,
 ):
     """Train `UNet(num_classes, base_width, depth, norm_groups, dtype)` from scratch on a few labelled
     images: uint8 (N, H, W, C) with integer labels (N, H, W) or target logits (N, H, W, K) (soft).
@@ -350,7 +384,8 @@ def train_simple(
     `chunk`, so the host only loops over chunks. rng_impl: jax.random.key's impl ('rbg' compiles the
     initialisation several times faster on XLA:CPU than the default threefry). pad_to: pad the image
     set with unused zeros to this many, so runs on different numbers of images (1-shot and 10-shot
-    baselines) share one compiled program. Returns the params."""
+    baselines) share one compiled program. class_balance: the power of `balanced_class_weights`, from
+    these labels' class shares (0: plain cross-entropy). Returns the params."""
     mesh = mesh or parallel.mesh()
     model = UNet(num_classes, base_width, depth, norm_groups, dtype, conv_impl)
     key_init, key_run = jax.random.split(jax.random.key(seed, impl=rng_impl))
@@ -368,7 +403,16 @@ def train_simple(
         if augment
         else None
     )
-    tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug)
+    weights = None
+    if class_balance:
+        if soft:  # target logits: the shares of their softmax
+            z = np.asarray(labels, np.float64).reshape(-1, num_classes)
+            e = np.exp(z - z.max(-1, keepdims=True))
+            shares = (e / e.sum(-1, keepdims=True)).sum(0)
+        else:
+            shares = np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)
+        weights = balanced_class_weights(shares, class_balance)
+    tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug, weights)
     state = create_state(model, tx, key_init, channels=images.shape[-1], mesh=mesh)
     images, labels = np.asarray(images), np.asarray(labels)
     count = images.shape[0]

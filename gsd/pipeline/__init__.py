@@ -17,6 +17,7 @@ from gsd import errors
 STAGES = (
     'samples',
     'train_gan',
+    'encoder',
     'shots',
     'fewshot',
     'segment',
@@ -138,10 +139,59 @@ def run_all(config, workdir) -> dict:
         return {name: module.run(config, workdir) for name, module in modules.items()}
 
 
+def run_seeds(config, workdir, seeds) -> dict:
+    """`run_all` once per seed (config.seed = s; every seed-derived setting follows it) in WORKDIR/seed_<s>, then
+    WORKDIR/summary.json and summary.md: each report method's mean +- std over the seeds (`gsd.protocol`).
+    A seed whose whole run finished before with the same config (WORKDIR/seed_<s>/seed_run.json) is not run
+    again, so an interrupted sweep resumes where it stopped; any other seed reruns its stages, which keep
+    the outputs still valid for their settings."""
+    import json
+
+    from gsd import protocol
+    from gsd.io import atomic
+
+    workdir = _workdir(workdir)
+    original = config.seed
+    metrics = {}
+    try:
+        for i, s in enumerate(seeds):
+            config.seed = int(s)
+            seed_dir = workdir / f'seed_{s}'
+            record = {'config': json.loads(config.to_json_best_effort())}
+            done = seed_dir / 'seed_run.json'
+            if done.exists() and (seed_dir / 'metrics.json').exists() and _read_or_none(done) == record:
+                print(f'seeds: seed {s} already done with this config in {seed_dir}; kept', flush=True)
+                metrics[int(s)] = json.loads((seed_dir / 'metrics.json').read_text())
+                continue
+            print(f'seeds: seed {s} ({i + 1} of {len(seeds)}) -> {seed_dir}', flush=True)
+            result = run_all(config, seed_dir)
+            if 'report' in result:
+                metrics[int(s)] = result['report']
+            atomic.write_json(done, record)
+    finally:
+        config.seed = original
+    summary = protocol.summarise(metrics)
+    atomic.write_json(workdir / 'summary.json', {'seeds': [int(s) for s in seeds], 'methods': summary})
+    with atomic.open_atomic(workdir / 'summary.md', 'w') as f:
+        title = f'Mean +- std over seeds {", ".join(map(str, seeds))} (mean IoU: all classes)'
+        f.write(protocol.markdown(summary, title))
+    print(protocol.markdown(summary), flush=True)
+    return summary
+
+
+def _read_or_none(path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def projection_settings(p) -> dict:
     """`gsd.segmenters.segment_images` keyword arguments from a config's `projection` block (the stages that
     project real images, `segment` and `report`, read it the same way)."""
-    from gsd import projection  # imported here: the registry itself stays light
+    from gsd import projection, segmenters  # imported here: the registry itself stays light
 
     return dict(
         batch_size=p.batch_size,
@@ -150,4 +200,6 @@ def projection_settings(p) -> dict:
         space=p.space,
         optimize_noise=p.optimize_noise,
         perceptual=projection.make_perceptual(p.loss, p.get('vgg16_path') or None, p.get('lpips_path') or None),
+        # The encoder's directory (None: start at w_avg); segment_images loads it for its generator.
+        encoder=segmenters.encoder_path(p.get('encoder', '')),
     )

@@ -103,6 +103,17 @@ def _score(evaluate, params, images, logits, batch: int, num_classes: int) -> di
     return {'val/loss': float(total) / images.shape[0], 'val/mean_iou': confusion.results()['mean_iou']}
 
 
+def _class_weights(source, num_classes: int, cfg) -> tuple[float, ...]:
+    """`unet.balanced_class_weights` (power `autoshot.class_balance`) from the labels' class shares, counted
+    on up to `class_balance_images` training records spread evenly over the set (soft labels' argmax)."""
+    n = len(source)
+    count = min(n, cfg.get('class_balance_images', 500))
+    pixels = np.zeros(num_classes, np.int64)
+    for i in np.linspace(0, n - 1, count).round().astype(int):
+        pixels += np.bincount(np.argmax(np.asarray(source[int(i)]['logits']), -1).ravel(), minlength=num_classes)
+    return unet.balanced_class_weights(pixels, cfg.class_balance)
+
+
 def _trained_on(config, meta: dict, dataset_dir: pathlib.Path) -> dict:
     """What a checkpoint's state depends on: the dataset (its dataset.json and the settings it was made
     with, which name the heads that labelled it), the architecture, the classes, the batch and the seed."""
@@ -118,6 +129,7 @@ def _trained_on(config, meta: dict, dataset_dir: pathlib.Path) -> dict:
         'classes': list(config.classes.names),
         'architecture': [u.base_width, u.depth, u.norm_groups],
         'batch_size': u.batch_size,
+        'class_balance': u.get('class_balance', 0.0),
         'seed': config.seed,
     }
 
@@ -153,7 +165,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         log_scale=cfg.log_scale,
         flip_permutation=tuple(config.classes.flip_permutation),
     )
-    train_step = unet.make_train_step(model, tx, mesh, augment_fn=augment_fn, soft=True)
+    weights = _class_weights(train_source, num_classes, cfg) if cfg.get('class_balance', 0.0) else None
+    train_step = unet.make_train_step(model, tx, mesh, augment_fn=augment_fn, soft=True, class_weights=weights)
     evaluate = _evaluator(model, num_classes)
     loader = sources.make_loader(
         train_source, local_batch, config.seed, worker_count=cfg.data_workers, transform=ImageAndLogits()

@@ -43,7 +43,15 @@ def extractor_for(module, cfg: ml_collections.ConfigDict) -> features.FeatureExt
         res_range=tuple(cfg.res_range) if cfg.res_range else None,
     )
     return features.FeatureExtractor(
-        module, cfg.feature_size or module.resolution, layers, cfg.upsample, cfg.align_corners
+        module,
+        cfg.feature_size or module.resolution,
+        layers,
+        cfg.upsample,
+        cfg.align_corners,
+        image_channels=bool(cfg.get('image_channels', False)),
+        image_weight=float(cfg.get('image_weight', 1.0)),
+        contrast_weight=float(cfg.get('contrast_weight', 0.0)),
+        contrast_size=int(cfg.get('contrast_size', 9)),
     )
 
 
@@ -53,11 +61,7 @@ def models(config) -> dict:
         return {}
     ext = extractor_for(module, config.fewshot)
     head = segmenters.make_head(config.fewshot.head, len(config.classes.names), ext.layout)
-    example = {
-        n: jnp.zeros((1, features.layer_resolution(n), features.layer_resolution(n), c))
-        for n, c in zip(ext.layout.layers, ext.layout.layer_channels)
-    }
-    return {'head': (head, (example,))}
+    return {'head': (head, (ext.example_activations(),))}
 
 
 def check(config) -> None:
@@ -82,6 +86,13 @@ def check(config) -> None:
     need(number(cfg.weight_decay) and cfg.weight_decay >= 0, 'weight_decay', 'a number >= 0')
     need(number(cfg.lr_decay_factor) and cfg.lr_decay_factor > 0, 'lr_decay_factor', 'a number > 0')
     need(integer(cfg.feature_size) and cfg.feature_size >= 0, 'feature_size', "an integer >= 0 (0: the generator's)")
+    # The image-channel fields are optional (configs written before them read as no image channels).
+    need(isinstance(cfg.get('image_channels', False), bool), 'image_channels', 'True or False')
+    weight, contrast = cfg.get('image_weight', 1.0), cfg.get('contrast_weight', 0.0)
+    need(number(weight) and weight > 0, 'image_weight', 'a number > 0')
+    need(number(contrast) and contrast >= 0, 'contrast_weight', 'a number >= 0')
+    size = cfg.get('contrast_size', 9)
+    need(integer(size) and size >= 3 and size % 2 == 1, 'contrast_size', 'an odd integer >= 3')
 
 
 def _settings(config, ws, labels) -> dict:
@@ -145,7 +156,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         'head': cfg.head,
         'ensemble': int(cfg.ensemble),
         'classes': list(config.classes.names),
-        'layers': list(ext.layout.layers),
+        'layers': list(ext.layers),
+        'image_channels': ext.image_channels,
+        'image_weight': ext.image_weight,
+        'contrast_weight': ext.contrast_weight,
+        'contrast_size': ext.contrast_size,
         'layer_channels': list(ext.layout.layer_channels),
         'feature_size': ext.out_size,
         'generator_resolution': module.resolution,
