@@ -1,5 +1,7 @@
 """Evaluation readers on tiny fake CelebAMask-HQ and PASCAL-Part trees: merges, overlaps, splits, crops."""
 
+import shutil
+
 import numpy as np
 import pytest
 import scipy.io
@@ -251,7 +253,9 @@ def test_pascal_horse_padding_and_uncovered_pixels(pascal):
     ((name, image, mask),) = pd.iter_pascal_part(ann, img, 'horse', 24, margin=0.1)
     top, left = -7, -2  # 10x20 box -> side 24 around centre (5, 10): rows -7.., cols -2..
     assert name == '2008_000002'
-    assert (mask[:7] == 0).all() and (mask[:, :2] == 0).all() and (image[:7] == 0).all()
+    # Padding outside the photo: IGNORE in the mask by default (unscored), black in the image.
+    assert (mask[:7] == pd.IGNORE).all() and (mask[:, :2] == pd.IGNORE).all() and (image[:7] == 0).all()
+    assert (mask[7:, 2:] != pd.IGNORE).any() and (image[7:17, 2:22] > 200).all()
     assert image[7:17, 2:22].min() > 200
     inside = mask[-top : -top + 10, -left : -left + 20]
     assert (inside[0:4, 0:5] == 1).all()  # head, eye included
@@ -259,8 +263,11 @@ def test_pascal_horse_padding_and_uncovered_pixels(pascal):
     assert (inside[3:6, 5:19] == 2).all()  # neck_torso
     assert (inside[6:10, 5:8] == 3).all() and (inside[9, 8:10] == 3).all()  # leg and hoof
     assert (inside[4:10, 0:5] == pd.IGNORE).all() and (inside[6:9, 10:19] == pd.IGNORE).all()
-    ((_, _, ignored),) = pd.iter_pascal_part(ann, img, 'horse', 24, pad_label=pd.IGNORE)
-    assert (ignored[:7] == pd.IGNORE).all()
+    ((_, _, as_bg),) = pd.iter_pascal_part(ann, img, 'horse', 24, pad_label=0)  # the old behaviour
+    assert (as_bg[:7] == 0).all() and (as_bg[:, :2] == 0).all()
+    np.testing.assert_array_equal(as_bg[7:, 2:], mask[7:, 2:])  # only the padding differs
+    ((_, _, small),) = pd.iter_pascal_part(ann, img, 'horse', 12)  # NEAREST keeps 255 as 255
+    assert (small[:3] == pd.IGNORE).all() and (small[:, :1] == pd.IGNORE).all()
 
 
 @pytest.mark.parametrize('squeeze', [False, True])
@@ -293,3 +300,81 @@ def test_pascal_errors_name_the_file(pascal, tmp_path):
     with pytest.warns(UserWarning, match='2008_000002.mat: no car with part annotations'):
         assert list(pd.iter_pascal_part(ann, img, 'car', 8, ids=['2008_000002'])) == []
     assert len(list(pd.iter_pascal_part(ann, img, 'car', 8, ids=['2008_000001'] * 3, limit=2))) == 2
+
+
+def _report_config(root, **report):
+    import ml_collections
+
+    r = dict(data='pascal_part', data_root=str(root), category='horse', num_test=0, pad='ignore', split_file='')
+    r.update(report)
+    return ml_collections.ConfigDict({'report': r})
+
+
+def test_report_pads_as_ignore_and_the_confusion_skips_it(pascal):
+    from gsd import evaluation
+    from gsd.pipeline import report
+
+    root = pascal[0].parent
+    _, ignored = report.test_set(_report_config(root), 24, 12)  # masks nearest-resized to 12
+    _, as_bg = report.test_set(_report_config(root, pad='background'), 24, 12)
+    assert ignored.shape == (1, 12, 12) and (ignored[0, :3] == evaluation.IGNORE_INDEX).all()
+    assert (as_bg[0, :3] == 0).all() and (as_bg[0, :, :1] == 0).all()
+    padding = (ignored == evaluation.IGNORE_INDEX) & (as_bg == 0)
+    assert padding.sum() >= 3 * 12 + 9  # the rows above and the column left of the photo
+    names = pd.pascal_part_classes('horse')
+    pred = np.zeros_like(ignored)  # "all background": right on padding scored as background
+    scored = {}
+    for pad, masks in (('ignore', ignored), ('background', as_bg)):
+        conf = evaluation.Confusion(len(names), names)
+        conf.update(masks, pred)
+        scored[pad] = conf
+    assert scored['background'].matrix.sum() - scored['ignore'].matrix.sum() == padding.sum()
+    assert scored['background'].matrix[0, 0] - scored['ignore'].matrix[0, 0] == padding.sum()
+    assert scored['ignore'].matrix.sum() == (ignored != evaluation.IGNORE_INDEX).sum()
+    bg_iou = {p: c.results()['per_class_iou']['background'] for p, c in scored.items()}
+    assert bg_iou['background'] > bg_iou['ignore']  # padding inflated the background IoU
+    with pytest.raises(ValueError, match="report.pad: must be 'ignore' or 'background'"):
+        report.test_set(_report_config(root, pad='zero'), 24, 12)
+
+
+def test_split_file_selects_and_orders_ids(pascal, tmp_path):
+    from gsd.pipeline import report
+
+    ann, img = pascal
+    shutil.copy(ann / '2008_000002.mat', ann / '2008_000003.mat')
+    Image.new('RGB', (30, 30), (0, 0, 255)).save(img / '2008_000003.jpg', quality=95)
+    split = tmp_path / 'horse_test.txt'
+    split.write_text("# the paper's test ids\n2008_000003\n\n2008_000002  # last\n")
+    assert pd.read_id_list(split, ann) == ['2008_000003', '2008_000002']
+    names = [n for n, _, _ in pd.iter_pascal_part(ann, img, 'horse', 8, ids=pd.read_id_list(split))]
+    assert names == ['2008_000003', '2008_000002']  # the file's order, not sorted
+    images, _ = report.test_set(_report_config(ann.parent, split_file=str(split)), 8, 8)
+    assert images.shape[0] == 2 and images[0, 4, 4, 2] > 200 and images[1, 4, 4, 2] > 200
+    assert images[0, 4, 4, 0] < 60 < images[1, 4, 4, 0]  # blue 2008_000003 first, white 2008_000002 second
+    split.write_text('2008_000002\n')
+    images, _ = report.test_set(_report_config(ann.parent, split_file=str(split)), 8, 8)
+    assert images.shape[0] == 1  # restricted to the listed ids
+
+
+def test_bad_split_file_is_one_line_naming_it(pascal, tmp_path):
+    from gsd import errors
+    from gsd.pipeline import report
+
+    ann, _ = pascal
+    missing = tmp_path / 'nowhere.txt'
+    cases = [
+        (missing, None, errors.MissingInputError, 'nowhere.txt: no such file'),
+        (tmp_path / 'unknown.txt', '2008_000002\n2009_999999\n', errors.BadFileError, '2009_999999'),
+        (tmp_path / 'columns.txt', '2008_000002 1\n', errors.BadFileError, 'line 1 is not one image id'),
+        (tmp_path / 'empty.txt', '\n# nothing\n', errors.BadFileError, 'no image id'),
+        (tmp_path / 'binary.txt', b'\xff\xfe\x00bad', errors.BadFileError, 'cannot read the split file'),
+    ]
+    for path, content, kind, problem in cases:
+        if isinstance(content, str):
+            path.write_text(content)
+        elif content is not None:
+            path.write_bytes(content)
+        with pytest.raises(kind) as info:
+            report.test_set(_report_config(ann.parent, split_file=str(path)), 8, 8)
+        message = str(info.value)
+        assert message.startswith(f'{path}: ') and problem in message and '\n' not in message, message

@@ -5,6 +5,10 @@ indices into the class tuple (`celebamask_classes`, `pascal_part_classes`; backg
 IGNORE (255, which gsd.evaluation.Confusion skips). Nothing is downloaded: the datasets must be on disk.
 Bad label files raise gsd.io.annotation.AnnotationError naming the file; a missing dataset folder or
 index file raises FileNotFoundError saying what belongs there.
+
+PASCAL-Part crops are squares around an object, padded where they leave the photo. That padding is
+IGNORE by default (`PASCAL_PAD['ignore']`): as background it would count as correct background
+(much of the crop of a wide object or one at the photo's edge), which no method has to see to get right.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from gsd import errors
 from gsd.io.annotation import AnnotationError, read_part_masks
 
 IGNORE = 255
@@ -215,6 +220,10 @@ _PASCAL = {  # category -> (classes, part rules, overlap priority (first wins), 
 }
 
 
+# How the padding of a PASCAL-Part crop (outside the photo) is labelled: report.pad's values -> pad_label.
+PASCAL_PAD = {'ignore': IGNORE, 'background': 0}
+
+
 def pascal_part_classes(category: str) -> tuple[str, ...]:
     """'car' -> (background, body, plate, light, wheel, window); 'horse' -> (background, head,
     neck_torso, legs, tail)."""
@@ -315,18 +324,18 @@ def iter_pascal_part(
     ids: Iterable[str] | None = None,
     limit: int | None = None,
     margin: float = 0.1,
-    pad_label: int = 0,
+    pad_label: int = IGNORE,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(imname, image, mask) around the largest `category` object of each image, in `ids` order
     (default: every .mat in annotations_dir, sorted, skipping images without the category).
 
     The main object is the one with most object-mask pixels among those with part annotations. The
     crop is the square around its mask's bounding box widened by `margin` of the longer side on each
-    side; what falls outside the photo is black in the image and `pad_label` in the mask (0,
-    background; IGNORE leaves it unscored). Every object of the category in the crop is labelled from
-    its own parts (another car is not background); objects without parts are IGNORE; other
-    categories (a rider) are background. Image: Pillow BOX when shrinking, BILINEAR when enlarging;
-    mask: NEAREST. Explicit ids without a usable object are skipped with a warning.
+    side; what falls outside the photo is black in the image and `pad_label` in the mask (IGNORE,
+    the default, leaves it unscored; 0 scores it as background). Every object of the category in the
+    crop is labelled from its own parts (another car is not background); objects without parts are
+    IGNORE; other categories (a rider) are background. Image: Pillow BOX when shrinking, BILINEAR
+    when enlarging; mask: NEAREST (255 stays 255). Explicit ids without a usable object are skipped with a warning.
     """
     pascal_part_classes(category)
     _check_resolution(resolution)
@@ -342,6 +351,40 @@ def iter_pascal_part(
     return _pascal_items(
         names, ids is not None, annotations_dir, images_dir, category, resolution, limit, margin, pad_label
     )
+
+
+def read_id_list(path, annotations_dir=None) -> list[str]:
+    """The image ids of a split file, one per line in file order (blank lines and '#' comments skipped),
+    e.g. the paper's PASCAL-Part test list. Given annotations_dir, every id must have {id}.mat there.
+
+    A missing file raises errors.MissingInputError, an unusable one errors.BadFileError; both one line
+    naming the file.
+    """
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        what = 'not a file' if path.exists() else 'no such file'
+        raise errors.MissingInputError(f'{path}: {what}; expected a split file, one image id per line')
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.BadFileError(f'{path}: cannot read the split file ({type(e).__name__}: {e})') from None
+    ids = []
+    for n, line in enumerate(text.splitlines(), 1):
+        cols = line.split('#', 1)[0].split()
+        if len(cols) > 1:
+            raise errors.BadFileError(f'{path}: line {n} is not one image id: {line.strip()!r}')
+        ids += cols
+    if not ids:
+        raise errors.BadFileError(f'{path}: no image id in the split file')
+    if annotations_dir is not None:
+        missing = [i for i in ids if not (pathlib.Path(annotations_dir) / f'{i}.mat').is_file()]
+        if missing:
+            more = f' and {len(missing) - 3} more' if len(missing) > 3 else ''
+            raise errors.BadFileError(
+                f'{path}: {len(missing)} id(s) without an annotation in {annotations_dir}: '
+                f'{", ".join(missing[:3])}{more}'
+            )
+    return ids
 
 
 def _pascal_items(names, explicit, annotations_dir, images_dir, category, resolution, limit, margin, pad_label):
