@@ -4,12 +4,15 @@ Command:
     python -m gsd.main --config=configs/toy_1shot.py --workdir=/tmp/toy_1shot
 Stages: `shots` samples one image from the shipped toy generator (gsd.toy.pretrained) and the
 scripted toy annotator labels it (the person's job in the paper's workflow); `fewshot` trains the
-paper's MLP head on that one image's GAN features; `autoshot_data` has the GAN and the head label
-600 generated images (a TFDS dataset) and `autoshot` trains a UNet on them (paper 3.3); `report`
+paper's MLP head on that one image's GAN features and the image itself (RGB and local contrast);
+`autoshot_data` has the GAN and the head label 600 generated images (a TFDS dataset) and `autoshot`
+trains a UNet on them with a class-balanced loss (paper 3.3); `report`
 projects 100 held-out real toy images into the GAN and segments them (`fewshot`), runs the UNet on
 them (`autoshot`, no GAN) and the baselines, segments one 192x128 canvas with three faces with the
 UNet, and writes WORKDIR/metrics.json, WORKDIR/eval/ and WORKDIR/report.html.
-Runtime and result on 2 CPU cores: see README ("The toy demo"); target <= 10 minutes.
+Result on the test seeds (`--seeds=test`, mean +- std of mean IoU over all classes): fewshot 85.8 +- 4.1,
+autoshot 85.6 +- 2.6, rgb_baseline 48.7 +- 5.0, supervised_10shot 78.2 +- 6.9; per class, runtime and
+how the settings were chosen on the validation seeds: README ("The toy demo"), docs/experiments.md.
 
 `--config.seed=N` changes every random choice: which generated sample is labelled, head
 initialisation, projection noise and which real toy images are the test and supervised sets.
