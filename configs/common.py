@@ -91,3 +91,18 @@ def autoshot_blocks(
     c.autoshot_segment = ml_collections.ConfigDict()
     c.autoshot_segment.input = ''  # folder of images for the `autoshot_segment` stage
     return c
+
+
+def study_block(
+    c: ml_collections.ConfigDict, *, title: str, plot: str, variants: Iterable[str], stages: Iterable[str]
+) -> ml_collections.ConfigDict:
+    """Turn run config `c` into a study (gsd.pipeline.study): stages = ('study',), and each variant (its
+    overrides of `c`) run with `stages` on the test seeds, one projection of the test images per seed."""
+    c.stages = ('study',)
+    s = c.study = ml_collections.ConfigDict()
+    s.title = title
+    s.plot = plot  # 'labels_curve' | 'bars' | 'per_class'
+    s.seeds = 'test'  # 0, 1, 2 (gsd.protocol); 'val' for the validation seeds
+    s.stages = tuple(stages)
+    s.variants = tuple(variants)
+    return s

@@ -113,6 +113,9 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     r.supervised_class_balance = 0.5
     r.unet_width = 16
     r.num_shown = 16
+    # A folder where `fewshot` keeps the test images' projections, reused by any later report with the same
+    # images, generator and projection settings (a study's variants share them); '' = project every time.
+    r.projection_cache = ''
 
     if 'smoke' in common.parse_arg(arg, name):
         f.epochs, f.lr_decay_every = 6, 2

@@ -186,6 +186,58 @@ def load_encoder(encoder_dir, module, variables) -> encoder_lib.TrainedEncoder:
     return encoder_lib.TrainedEncoder(enc, jax.device_put(params), w_avg, meta)
 
 
+@dataclasses.dataclass
+class Projected:
+    """Real images projected into the GAN (`project_images`): what reproduces them, whatever heads come next."""
+
+    ws: np.ndarray  # (N, num_ws, w_dim) float32
+    noise: dict  # {'b8.conv0': (N, 8, 8), ...} float32
+    images: np.ndarray  # (N, H, W, 3) uint8, the generator's reconstruction
+    psnr: np.ndarray  # (N,) dB, reconstruction vs input
+
+
+def project_images(
+    module, variables, images_uint8: np.ndarray, *, batch_size: int, seed: int = 0, encoder=None, **project_kwargs
+) -> Projected:
+    """Project `images_uint8` (N, R, R, 3) into the generator (module, variables), `batch_size` at a time
+    (`gsd.projection.project` with `project_kwargs`; image i uses seed + i). `encoder`: None, or a
+    `TrainedEncoder` / encoder directory / shipped name whose w+ starts each projection (hybrid inversion)
+    instead of w_avg. The result serves any heads on this generator (`segment_projected`)."""
+    if encoder is not None and not isinstance(encoder, encoder_lib.TrainedEncoder):
+        encoder = load_encoder(encoder, module, variables)
+    ws, noise, projected, psnr = [], [], [], []
+    for s in range(0, images_uint8.shape[0], batch_size):  # one compiled program per chunk shape
+        chunk = images_uint8[s : s + batch_size]
+        init_ws = None if encoder is None else encoder(_at_resolution(chunk, module.resolution))
+        res = projection.project(module, variables, chunk, seed=seed + s, init_ws=init_ws, **project_kwargs)
+        ws.append(np.asarray(res.ws))
+        noise.append({k: np.asarray(v) for k, v in res.noise.items()})
+        projected.append(res.images)
+        psnr.append(np.asarray(res.psnr))
+    return Projected(
+        np.concatenate(ws),
+        {k: np.concatenate([n[k] for n in noise]) for k in noise[0]},
+        np.concatenate(projected),
+        np.concatenate(psnr),
+    )
+
+
+def segment_projected(
+    segmenter: GANSegmenter, projected: Projected, images_uint8: np.ndarray, *, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(masks (N, S, S) uint8, probabilities (N, S, S, K)) of the heads on projected images; heads with image
+    channels read the photos `images_uint8` themselves beside the reconstruction's features."""
+    probs = []
+    for s in range(0, projected.ws.shape[0], batch_size):
+        noise = {k: jnp.asarray(v[s : s + batch_size]) for k, v in projected.noise.items()}
+        chunk = images_uint8[s : s + batch_size]
+        photos = _at_resolution(chunk, segmenter.module.resolution) / 127.5 - 1.0 if segmenter.uses_image else None
+        _, p, _ = segmenter(jnp.asarray(projected.ws[s : s + batch_size]), noise, images=photos)
+        probs.append(np.asarray(p))
+    probs = np.concatenate(probs)
+    return np.argmax(probs, -1).astype(np.uint8), probs
+
+
 def segment_images(
     segmenter: GANSegmenter,
     images_uint8: np.ndarray,
@@ -195,37 +247,19 @@ def segment_images(
     encoder=None,
     **project_kwargs,
 ) -> Segmentation:
-    """Project `images_uint8` (N, R, R, 3) at the generator's resolution `batch_size` at a time
-    (`gsd.projection.project` with `project_kwargs`; image i uses seed + i), then segment them.
-    `encoder`: None, or a `TrainedEncoder` / encoder directory / shipped name whose w+ starts each
-    projection (hybrid inversion) instead of w_avg."""
-    if encoder is not None and not isinstance(encoder, encoder_lib.TrainedEncoder):
-        encoder = load_encoder(encoder, segmenter.module, segmenter.variables)
-    probs, projected, psnr, ws = [], [], [], []
-    n = images_uint8.shape[0]
-    for s in range(0, n, batch_size):  # one compiled program per chunk shape (the last may be shorter)
-        chunk = images_uint8[s : s + batch_size]
-        need_pixels = encoder is not None or segmenter.uses_image
-        at_size = _at_resolution(chunk, segmenter.module.resolution) if need_pixels else None
-        init_ws = None if encoder is None else encoder(at_size)
-        res = projection.project(
-            segmenter.module, segmenter.variables, chunk, seed=seed + s, init_ws=init_ws, **project_kwargs
-        )
-        # Heads with image channels read the photo itself beside the reconstruction's features.
-        photos = at_size / 127.5 - 1.0 if segmenter.uses_image else None
-        _, p, _ = segmenter(jnp.asarray(res.ws), jax.tree.map(jnp.asarray, res.noise), images=photos)
-        probs.append(np.asarray(p))
-        projected.append(res.images)
-        psnr.append(np.asarray(res.psnr))
-        ws.append(np.asarray(res.ws))
-    probs = np.concatenate(probs)
-    return Segmentation(
-        np.argmax(probs, -1).astype(np.uint8),
-        probs,
-        np.concatenate(projected),
-        np.concatenate(psnr),
-        np.concatenate(ws),
+    """Project `images_uint8` (N, R, R, 3) at the generator's resolution (`project_images`), then segment
+    them (`segment_projected`)."""
+    proj = project_images(
+        segmenter.module,
+        segmenter.variables,
+        images_uint8,
+        batch_size=batch_size,
+        seed=seed,
+        encoder=encoder,
+        **project_kwargs,
     )
+    masks, probs = segment_projected(segmenter, proj, images_uint8, batch_size=batch_size)
+    return Segmentation(masks, probs, proj.images, proj.psnr, proj.ws)
 
 
 def _at_resolution(images_uint8, resolution: int):

@@ -194,7 +194,9 @@ def _step_body(model, tx, mesh, augment_fn, soft, class_weights=None) -> Callabl
         # A batch the devices cannot split evenly is left to XLA (each device computes it whole).
         return x if x.shape[0] % mesh.size else jax.lax.with_sharding_constraint(x, data)
 
-    def body(state: TrainState, images, targets, key):
+    def body(state: TrainState, images, targets, key, weights=None):
+        # weights: class weights as a traced argument (train_simple: each label set has its own, one program).
+        weights = class_weights if weights is None else weights
         x = shard(preprocess(images))
         # Soft targets are logits (float16 is fine); augmentation and the loss work on probabilities.
         y = shard(jax.nn.softmax(targets.astype(jnp.float32), -1) if soft else targets.astype(jnp.int32))
@@ -203,7 +205,7 @@ def _step_body(model, tx, mesh, augment_fn, soft, class_weights=None) -> Callabl
 
         def loss_fn(params):
             logits = model.apply({'params': params}, x)
-            return pixel_loss(logits, y, soft, class_weights), logits
+            return pixel_loss(logits, y, soft, weights), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -316,11 +318,10 @@ def predict(model: UNet, params, images_uint8, batch_size: int = 32, *, output: 
 
 
 @functools.lru_cache(maxsize=8)
-def _chunk_runner(
-    model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: bool, aug: Optional[tuple], class_weights=None
-):
+def _chunk_runner(model: UNet, lr: float, mesh: Mesh, batch_size: int, soft: bool, aug: Optional[tuple]):
     """(optimizer, jitted scan over `length` steps) for `train_simple`, cached so that runs with equal
-    settings (the 1- and 10-shot baselines) share one compiled program."""
+    settings (the 1- and 10-shot baselines) share one compiled program; class weights (None or (K,)) are an
+    argument, not a constant, so balanced runs on other label sets share it too."""
     tx = default_optimizer(lr)
     augment_fn = None
     if aug is not None:
@@ -335,14 +336,14 @@ def _chunk_runner(
             flip_permutation=flip_permutation,
             log_scale=log_scale,
         )
-    body = _step_body(model, tx, mesh, augment_fn, soft, class_weights)
+    body = _step_body(model, tx, mesh, augment_fn, soft)
 
     @functools.partial(jax.jit, static_argnames='length', donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
-    def run_chunk(state, key, images, labels, count, length):
+    def run_chunk(state, key, images, labels, count, weights, length):
         def one(state, k):
             k_idx, k_aug = jax.random.split(k)
             idx = jax.random.randint(k_idx, (batch_size,), 0, count)
-            return body(state, images[idx], labels[idx], k_aug)
+            return body(state, images[idx], labels[idx], k_aug, weights)
 
         return jax.lax.scan(one, state, jax.random.split(key, length))
 
@@ -411,8 +412,8 @@ def train_simple(
             shares = (e / e.sum(-1, keepdims=True)).sum(0)
         else:
             shares = np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)
-        weights = balanced_class_weights(shares, class_balance)
-    tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug, weights)
+        weights = np.asarray(balanced_class_weights(shares, class_balance), np.float32)
+    tx, run_chunk = _chunk_runner(model, lr, mesh, batch_size, soft, aug)
     state = create_state(model, tx, key_init, channels=images.shape[-1], mesh=mesh)
     images, labels = np.asarray(images), np.asarray(labels)
     count = images.shape[0]
@@ -425,6 +426,6 @@ def train_simple(
     done = 0
     while done < steps:
         length = min(chunk, steps - done)
-        state, _ = run_chunk(state, jax.random.fold_in(key_run, done), images, labels, count, length)
+        state, _ = run_chunk(state, jax.random.fold_in(key_run, done), images, labels, count, weights, length)
         done += length
     return state.params

@@ -10,6 +10,7 @@ import importlib
 import os
 import pathlib
 import socket
+import time
 
 from gsd import errors
 
@@ -25,6 +26,7 @@ STAGES = (
     'autoshot',
     'autoshot_segment',
     'report',
+    'study',
 )
 LOCK = '.gsd.lock'
 
@@ -159,15 +161,16 @@ def run_seeds(config, workdir, seeds) -> dict:
             seed_dir = workdir / f'seed_{s}'
             record = {'config': json.loads(config.to_json_best_effort())}
             done = seed_dir / 'seed_run.json'
-            if done.exists() and (seed_dir / 'metrics.json').exists() and _read_or_none(done) == record:
+            if done.exists() and (seed_dir / 'metrics.json').exists() and _same_config(done, record):
                 print(f'seeds: seed {s} already done with this config in {seed_dir}; kept', flush=True)
                 metrics[int(s)] = json.loads((seed_dir / 'metrics.json').read_text())
                 continue
             print(f'seeds: seed {s} ({i + 1} of {len(seeds)}) -> {seed_dir}', flush=True)
+            t0 = time.time()
             result = run_all(config, seed_dir)
             if 'report' in result:
                 metrics[int(s)] = result['report']
-            atomic.write_json(done, record)
+            atomic.write_json(done, {**record, 'seconds': round(time.time() - t0, 1)})
     finally:
         config.seed = original
     summary = protocol.summarise(metrics)
@@ -179,13 +182,13 @@ def run_seeds(config, workdir, seeds) -> dict:
     return summary
 
 
-def _read_or_none(path):
+def _same_config(done: pathlib.Path, record: dict) -> bool:
     import json
 
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        return json.loads(done.read_text()).get('config') == record['config']
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def projection_settings(p) -> dict:

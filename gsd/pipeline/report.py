@@ -26,6 +26,7 @@ WORKDIR/eval/<method>/pred/NNNNN.png (indexed PNGs in the class palette), WORKDI
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import pathlib
@@ -130,17 +131,51 @@ def _padding(cfg) -> str | None:
 def _fewshot(ctx: _Context, test_images) -> tuple[np.ndarray, dict]:
     config = ctx.config
     t0 = time.time()
-    seg = segmenters.load_heads(ctx.workdir / 'heads', *generator.build_generator(config.generator))
-    result = segmenters.segment_images(
-        seg, test_images, seed=config.seed, **pipeline.projection_settings(config.projection)
-    )
+    module, variables = generator.build_generator(config.generator)
+    seg = segmenters.load_heads(ctx.workdir / 'heads', module, variables)
+    settings = pipeline.projection_settings(config.projection)
+    proj, cached = _projections(config, module, variables, test_images, settings)
+    masks, _ = segmenters.segment_projected(seg, proj, test_images, batch_size=settings['batch_size'])
     seconds = time.time() - t0
     extra = {
-        'projection_psnr_mean': float(np.mean(result.psnr)),
+        'projection_psnr_mean': float(np.mean(proj.psnr)),
         'projection_and_segment_seconds': round(seconds, 1),
         'seconds_per_image': round(seconds / test_images.shape[0], 3),
+        'projection_cached': cached,
     }
-    return result.masks, extra
+    return masks, extra
+
+
+def _projections(config, module, variables, test_images, settings) -> tuple[segmenters.Projected, bool]:
+    """The test images projected with the config's `projection` block; with `report.projection_cache` (a folder)
+    read from there when it holds this very projection (a file named by a hash of the images, the generator's
+    weights, the projection settings and the seed), else computed and stored there. Heads change, projections
+    need not: a study's variants share one projection per seed."""
+    folder = config.report.get('projection_cache', '')
+    if not folder:
+        return segmenters.project_images(module, variables, test_images, seed=config.seed, **settings), False
+    digest = hashlib.sha256()
+    digest.update(json.dumps(config.projection.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(f'seed={config.seed} shape={test_images.shape}'.encode())
+    digest.update(np.ascontiguousarray(test_images).tobytes())
+    digest.update(segmenters.generator_fingerprint(variables).encode())
+    key = digest.hexdigest()
+    path = pathlib.Path(folder).expanduser() / f'projection_{key[:20]}.npz'
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                if str(z['key']) == key:
+                    noise = {k[len('noise/') :]: z[k] for k in z.files if k.startswith('noise/')}
+                    print(f'report: projections of the test images read from {path}', flush=True)
+                    return segmenters.Projected(z['ws'], noise, z['images'], z['psnr']), True
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache is recomputed, not trusted
+            print(f'report: {path}: unreadable projection cache ({type(e).__name__}); projecting again', flush=True)
+    proj = segmenters.project_images(module, variables, test_images, seed=config.seed, **settings)
+    arrays = {'key': np.asarray(key), 'ws': proj.ws, 'images': proj.images, 'psnr': proj.psnr}
+    arrays.update({f'noise/{k}': v for k, v in proj.noise.items()})
+    with atomic.open_atomic(path, 'wb') as f:
+        np.savez(f, **arrays)
+    return proj, False
 
 
 def _rgb_baseline(ctx: _Context, test_images) -> tuple[np.ndarray, dict]:
@@ -229,8 +264,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     colours = annotation.palette(config.classes.names, config.classes.colours)
     chosen = _chosen_methods(config)
     methods = list(chosen)
-    seg_meta = segmenters.read_heads_meta(workdir / 'heads')
-    test_images, test_masks = test_set(config, seg_meta['generator_resolution'], seg_meta['feature_size'])
+    test_images, test_masks = test_set(config, *_test_sizes(config, workdir, methods))
     eval_dir = workdir / 'eval'
     # Ground truth keeps IGNORE (255, unscored: crop padding, unlabelled parts) in a palette that shows it.
     gt_colours = np.zeros((256, 3), np.uint8)
@@ -273,6 +307,19 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     atomic.write_json(workdir / 'metrics_detail.json', detail)
     _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, gt_colours, composite)
     return metrics
+
+
+def _test_sizes(config, workdir: pathlib.Path, methods) -> tuple[int, int]:
+    """(image size, mask size): the heads' generator resolution and output size; for a report without the
+    heads (only UNets, say the supervised baselines of a study), the generator's and `fewshot.feature_size`."""
+    heads_dir = workdir / 'heads'
+    if 'fewshot' in methods or (heads_dir / 'heads.json').exists():
+        meta = segmenters.read_heads_meta(heads_dir)
+        return meta['generator_resolution'], meta['feature_size']
+    module = generator.architecture(config.generator)
+    if module is None:
+        module = generator.build_generator(config.generator)[0]
+    return module.resolution, config.fewshot.get('feature_size') or module.resolution
 
 
 def _resize_nearest(masks: np.ndarray, size: int) -> np.ndarray:
