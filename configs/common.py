@@ -41,6 +41,21 @@ def projection_block(c: ml_collections.ConfigDict, *, steps: int, batch_size: in
     return p
 
 
+def annotate_block(c: ml_collections.ConfigDict, *, assist_epochs: int = 100) -> ml_collections.ConfigDict:
+    """The `annotate` block (gsd.pipeline.annotate): the browser annotator's server and its assist."""
+    a = c.annotate = ml_collections.ConfigDict()
+    # 127.0.0.1: this machine only. Anything else makes the page reachable from the network (a warning says so);
+    # for a remote machine forward the port instead: ssh -L 8000:127.0.0.1:8000 user@host, and port = 8000.
+    a.host = '127.0.0.1'
+    a.port = 0  # 0: a free port, printed with the address
+    a.max_body_mb = 64.0  # largest request the server reads (a 1024 px label is 1 MB uncompressed)
+    a.autosave_seconds = 1.0  # the page saves this long after the last stroke
+    # The Assist button trains the fewshot block's head for this many epochs on the labelled shots and pre-fills
+    # the empty ones with its prediction; 0: no assist.
+    a.assist_epochs = assist_epochs
+    return a
+
+
 def autoshot_blocks(
     c: ml_collections.ConfigDict,
     *,
@@ -94,12 +109,19 @@ def autoshot_blocks(
 
 
 def study_block(
-    c: ml_collections.ConfigDict, *, title: str, plot: str, variants: Iterable[str], stages: Iterable[str]
+    c: ml_collections.ConfigDict,
+    *,
+    name: str,
+    title: str,
+    plot: str,
+    variants: Iterable[str],
+    stages: Iterable[str],
 ) -> ml_collections.ConfigDict:
     """Turn run config `c` into a study (gsd.pipeline.study): stages = ('study',), and each variant (its
     overrides of `c`) run with `stages` on the test seeds, one projection of the test images per seed."""
     c.stages = ('study',)
     s = c.study = ml_collections.ConfigDict()
+    s.name = name  # WORKDIR/study_<name>.json, .md, .png
     s.title = title
     s.plot = plot  # 'labels_curve' | 'bars' | 'per_class'
     s.seeds = 'test'  # 0, 1, 2 (gsd.protocol); 'val' for the validation seeds

@@ -16,6 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = toy_1shot.build(shots=1, arg=arg, name='study_autoshot')
     common.study_block(
         c,
+        name='autoshot',
         title='Few-shot head against auto-shot UNet, per class (Table 3)',
         plot='per_class',
         variants=(study_labels.MLP[1],),

@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mlp = study_labels.MLP
     common.study_block(
         c,
+        name='heads',
         title='CNN head against MLP head (Table 1)',
         plot='bars',
         variants=(mlp[1], cnn[0], mlp[5], cnn[1], mlp[10], cnn[2]),

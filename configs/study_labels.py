@@ -6,8 +6,8 @@ Runs configs/toy_1shot.py's pipeline on the test seeds 0, 1, 2 as four variants:
 report: UNets on 1, 2, 5, 10, 20, 50 and 100 real labelled toy images, the demo's recipe of 400 steps
 with the class-balanced loss and the left/right-swapping flips) and `mlp_1shot`, `mlp_5shot`,
 `mlp_10shot` (the demo's head on 1, 5, 10 labelled generated images, and the auto-shot UNet it labels
-data for). Writes WORKDIR/study.md (every method, mean +- std per class; how many real labels the
-supervised UNet needs to match each GAN line) and WORKDIR/study.png (the curve and the lines).
+data for). Writes WORKDIR/study_labels.md (every method, mean +- std per class; how many real labels the
+supervised UNet needs to match each GAN line) and WORKDIR/study_labels.png (the curve and the lines).
 The variants `mlp_*shot` are the same runs as in study_heads.py and study_autoshot.py: with one
 `--workdir` for all studies they run once. Result and runtime: docs/studies.md.
 `:smoke` shrinks every stage to seconds and uses one seed.
@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     supervised = ','.join(f'supervised_{k}shot' for k in SUPERVISED_COUNTS)
     common.study_block(
         c,
+        name='labels',
         title='Real labels for a supervised UNet against one GAN label (Fig. 6)',
         plot='labels_curve',
         variants=(f'supervised: stages=report; report.methods={supervised}', MLP[1], MLP[5], MLP[10]),

@@ -21,6 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = toy_1shot.build(shots=1, arg=arg, name='study_layers')
     common.study_block(
         c,
+        name='layers',
         title='Generator layer groups read by the 1-shot head (Table 7)',
         plot='bars',
         variants=tuple(f'{g}: fewshot.groups={g}; report.methods=fewshot' for g in GROUPS),

@@ -121,8 +121,9 @@ def test_a_study_runs_each_variant_per_seed_and_resumes(tmp_path, capsys):
     for v in ('two', 'three'):
         assert (work / v / 'seed_0' / 'metrics.json').exists()
         assert out['variants'][v]['methods']['supervised_1shot']['seeds'] == [0]
-    saved = json.loads((work / 'study.json').read_text())
-    assert saved['labels_to_match'] == {} and (work / 'study.png').exists() and (work / 'study.md').exists()
+    saved = json.loads((work / 'study_labels.json').read_text())
+    assert saved['labels_to_match'] == {}
+    assert (work / 'study_labels.png').exists() and (work / 'study_labels.md').exists()
     capsys.readouterr()
     study.run(config, work)  # a finished study: every run kept, nothing trained again
     assert capsys.readouterr().out.count('already done with this config') == 2

@@ -17,8 +17,9 @@ A study is its config's pipeline run once per *variant* and seed. The config is 
 Every variant reports with `report.projection_cache = WORKDIR/projections`, so the test images of a seed
 are projected once and every head of the study segments the same projections. A variant and seed whose
 run finished with the same config is kept (a killed study resumes; studies sharing a workdir share their
-common variants). Writes WORKDIR/study.json (per variant: its settings, each method's summary as
-`gsd.protocol.summarise`, seconds per seed), WORKDIR/study.md (the tables) and WORKDIR/study.png.
+common variants). Writes WORKDIR/study_<name>.json (`study.name`; per variant: its settings, each method's
+summary as `gsd.protocol.summarise`, seconds per seed), WORKDIR/study_<name>.md (the tables) and
+WORKDIR/study_<name>.png (the plot).
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ def _variants(config) -> list[tuple[str, list, ml_collections.ConfigDict]]:
 def check(config) -> None:
     """The study's own settings, then every variant's stages and their checks, before anything runs."""
     cfg = config.study
+    if not _NAME.match(str(cfg.name)):
+        raise errors.SettingError(f'study.name: {cfg.name!r} must be letters, digits, _ . - (it names the outputs)')
     if cfg.plot not in PLOTS:
         raise errors.SettingError(f'study.plot: must be one of {", ".join(PLOTS)}, got {cfg.plot!r}')
     protocol.parse_seeds(str(cfg.seeds))
@@ -173,9 +176,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     out = {'title': cfg.title, 'seeds': list(seeds), 'plot': cfg.plot, 'variants': results}
     if cfg.plot == 'labels_curve':
         out['labels_to_match'] = labels_to_match(results)
-    atomic.write_json(workdir / 'study.json', out)
-    atomic.write_text(workdir / 'study.md', markdown(out))
-    draw(out, workdir / 'study.png')
+    stem = workdir / f'study_{cfg.name}'  # studies may share a workdir (and their common variants' runs)
+    atomic.write_json(stem.with_suffix('.json'), out)
+    atomic.write_text(stem.with_suffix('.md'), markdown(out))
+    draw(out, stem.with_suffix('.png'))
     print(markdown(out), flush=True)
     return out
 
@@ -224,7 +228,7 @@ def _pm(stat) -> str:
 
 
 def markdown(study: dict) -> str:
-    """study.md: every variant's methods (mean IoU, weighted IoU, per class) and the study's own summary."""
+    """study_<name>.md: every variant's methods (mean IoU, weighted IoU, per class) and the study's own summary."""
     seeds = ', '.join(map(str, study['seeds']))
     lines = [f'## {study["title"]}', '', f'Mean +- std over seeds {seeds}; IoU in percent; mean IoU over all classes.']
     lines.append('')
@@ -253,7 +257,7 @@ def markdown(study: dict) -> str:
 
 
 def draw(study: dict, path) -> None:
-    """study.png for the study's `plot`."""
+    """study_<name>.png for the study's `plot`."""
     variants = study['variants']
     title = f'{study["title"]} (mean +- std, seeds {",".join(map(str, study["seeds"]))})'
     if study['plot'] == 'labels_curve':
