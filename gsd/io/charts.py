@@ -3,7 +3,8 @@
 Two kinds: `line_chart` (a curve with +- std error bars over a log or linear x axis, and horizontal
 reference lines with their +- std bands: Fig. 6's supervised UNet against one-shot methods) and
 `bar_chart` (groups of bars with +- std whiskers: Tables 1, 3 and 7). Each takes plain numbers and
-writes the PNG atomically; the y axis is IoU in percent, 0-100 unless the data ask for another range.
+writes the PNG atomically; the y axis is IoU in percent: 0-100 for bars, from a round value below the lowest
+point for lines.
 """
 
 from __future__ import annotations
@@ -151,8 +152,7 @@ def bar_chart(
     +- std whiskers and the mean printed above; a missing value (nan) leaves its slot empty."""
     if not groups or not series:
         raise ValueError('bar_chart: nothing to draw')
-    values = [m - s for _, ms, ss in series for m, s in zip(ms, ss)]
-    c = _Canvas(title, x_label, y_label, _y_range(values))
+    c = _Canvas(title, x_label, y_label, (0.0, 100.0))  # bars start at zero, or their lengths mislead
     c.axes(10)
     left, _, right, bottom = c.box
     slot = (right - left) / len(groups)

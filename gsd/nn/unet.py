@@ -377,6 +377,7 @@ def train_simple(
     rng_impl: Optional[str] = None,
     pad_to: Optional[int] = None,
     class_balance: float = 0.0,
+    on_chunk: Optional[Callable] = None,
 ):
     """Train `UNet(num_classes, base_width, depth, norm_groups, dtype)` from scratch on a few labelled
     images: uint8 (N, H, W, C) with integer labels (N, H, W) or target logits (N, H, W, K) (soft).
@@ -386,7 +387,8 @@ def train_simple(
     initialisation several times faster on XLA:CPU than the default threefry). pad_to: pad the image
     set with unused zeros to this many, so runs on different numbers of images (1-shot and 10-shot
     baselines) share one compiled program. class_balance: the power of `balanced_class_weights`, from
-    these labels' class shares (0: plain cross-entropy). Returns the params."""
+    these labels' class shares (0: plain cross-entropy). on_chunk(steps_done, params): called after each
+    chunk (a learning curve on held-out images, say; it costs a host round trip per chunk). Returns the params."""
     mesh = mesh or parallel.mesh()
     model = UNet(num_classes, base_width, depth, norm_groups, dtype, conv_impl)
     key_init, key_run = jax.random.split(jax.random.key(seed, impl=rng_impl))
@@ -428,4 +430,6 @@ def train_simple(
         length = min(chunk, steps - done)
         state, _ = run_chunk(state, jax.random.fold_in(key_run, done), images, labels, count, weights, length)
         done += length
+        if on_chunk is not None:
+            on_chunk(done, state.params)
     return state.params
