@@ -60,6 +60,7 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     s.annotator = 'none'
     s.batch_size = 1
     s.max_candidates = 10
+    common.annotate_block(c)  # the browser annotator (stage annotate)
 
     f = c.fewshot = ml_collections.ConfigDict()
     f.head = 'cnn'

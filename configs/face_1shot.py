@@ -66,6 +66,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     s.annotator = 'none'  # you paint WORKDIR/shots/labels/*.png
     s.batch_size = 1
     s.max_candidates = shots
+    common.annotate_block(c)  # the browser annotator (stage annotate)
 
     f = c.fewshot = ml_collections.ConfigDict()
     f.head = 'cnn'

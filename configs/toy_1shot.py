@@ -50,6 +50,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     s.annotator = 'toy'  # 'none': write label templates for a person to paint
     s.batch_size = 8
     s.max_candidates = 400
+    common.annotate_block(c)  # the browser annotator (stage annotate)
 
     f = c.fewshot = ml_collections.ConfigDict()
     # The paper's per-pixel MLP head (its Table 1: MLP 75.3 vs CNN 71.7 for one shot, 3 classes). Its

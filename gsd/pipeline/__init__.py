@@ -20,6 +20,7 @@ STAGES = (
     'train_gan',
     'encoder',
     'shots',
+    'annotate',
     'fewshot',
     'segment',
     'autoshot_data',

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gsd import errors, features, segmenters
+from gsd import errors, head_features, segmenters
 from gsd.io import annotation, param_store
 from gsd.nn import heads
 from gsd.stylegan2 import generator
@@ -34,32 +34,11 @@ from gsd.stylegan2 import generator
 FEATURE_DTYPES = ('float32', 'bfloat16')  # how the shots' activations are stored; heads compute in float32
 
 
-def extractor_for(module, cfg: ml_collections.ConfigDict) -> features.FeatureExtractor:
-    """The feature extractor a `fewshot` config block describes (layers by name, groups or range)."""
-    layers = features.select_layers(
-        module.resolution,
-        layers=tuple(cfg.layers) if cfg.layers else None,
-        groups=cfg.groups or None,
-        res_range=tuple(cfg.res_range) if cfg.res_range else None,
-    )
-    return features.FeatureExtractor(
-        module,
-        cfg.feature_size or module.resolution,
-        layers,
-        cfg.upsample,
-        cfg.align_corners,
-        image_channels=bool(cfg.get('image_channels', False)),
-        image_weight=float(cfg.get('image_weight', 1.0)),
-        contrast_weight=float(cfg.get('contrast_weight', 0.0)),
-        contrast_size=int(cfg.get('contrast_size', 9)),
-    )
-
-
 def models(config) -> dict:
     module = generator.architecture(config.generator)
     if module is None:
         return {}
-    ext = extractor_for(module, config.fewshot)
+    ext = head_features.extractor_for(module, config.fewshot)
     head = segmenters.make_head(config.fewshot.head, len(config.classes.names), ext.layout)
     return {'head': (head, (ext.example_activations(),))}
 
@@ -124,7 +103,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
             print(f'fewshot: {out} already holds heads trained with these settings on these shots; kept')
             return before
     module, variables = generator.build_generator(config.generator)
-    ext = extractor_for(module, cfg)
+    ext = head_features.extractor_for(module, cfg)
     if labels.shape[1] != ext.out_size:
         raise ValueError(
             f'{workdir / "shots" / "labels"}: labels are {labels.shape[1]} px, the head predicts at '

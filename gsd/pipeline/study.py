@@ -41,12 +41,18 @@ _SUPERVISED = re.compile(r'^supervised_(\d+)shot$')
 
 
 def models(config) -> dict:
-    """Every variant's stages' models, as '<variant>/<stage>/<model>'."""
-    out = {}
+    """Every variant's stages' models, as '<variant>/<stage>/<model>', each distinct one once (the variants of a
+    study mostly share their generator, head and UNet)."""
+    import jax
+
+    out, seen = {}, set()
     for name, _, vc in _variants(config):
         for stage in pipeline.stage_names(vc):
-            for model, built in pipeline.get(stage).models(vc).items():
-                out[f'{name}/{stage}/{model}'] = built
+            for model, (module, args) in pipeline.get(stage).models(vc).items():
+                key = (repr(module), str(jax.tree.map(lambda a: (getattr(a, 'shape', None), str(a.dtype)), args)))
+                if key not in seen:
+                    seen.add(key)
+                    out[f'{name}/{stage}/{model}'] = (module, args)
     return out
 
 
