@@ -255,10 +255,14 @@ def markdown(study: dict) -> str:
         secs = ', '.join('-' if t is None else f'{t:.0f}' for t in v['seconds_per_seed'].values())
         lines.append(f'| {name} | `{settings}` | {secs} |')
     if 'labels_to_match' in study:
+        counts = sorted(
+            {int(m.group(1)) for v in study['variants'].values() for m in map(_SUPERVISED.match, v['methods']) if m}
+        )
+        run = ', '.join(map(str, counts))
         lines += ['']
         for label, k in study['labels_to_match'].items():
             said = f'{k} real labels' if k is not None else 'more real labels than any count run'
-            lines.append(f'- The supervised UNet needs {said} to match {label}.')
+            lines.append(f'- The supervised UNet needs {said} to match {label} (the fewest of the counts run: {run}).')
     return '\n'.join(lines) + '\n'
 
 
