@@ -18,14 +18,13 @@ import urllib.error
 import urllib.request
 import zlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import shots_folder
+import test_fewshot_pipeline
 from PIL import Image
 
-from gsd import errors, stylegan2, toy
+from gsd import errors, toy
 from gsd.annotate import server as server_lib
 from gsd.annotate import store as store_lib
 from gsd.io import annotation
@@ -528,13 +527,7 @@ def test_no_assist_without_it(app):
 # -- the stage ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
-def generator_dir(tmp_path_factory):
-    g = stylegan2.Generator(16, stylegan2.channels_nvidia(16, 256, 16), z_dim=16, w_dim=16, n_mlp=2)
-    variables = jax.jit(g.init)(jax.random.PRNGKey(3), jnp.zeros((1, 16)))
-    path = tmp_path_factory.mktemp('gen') / 'g'
-    stylegan2.save(path, {'G_ema': (g, variables)})
-    return path
+generator_dir = test_fewshot_pipeline.generator_dir  # the same tiny random generator (a module-scoped fixture)
 
 
 def stage_config(generator_dir, **annotate):
@@ -643,7 +636,11 @@ def test_ctrl_c_and_sigterm_stop_the_server(tmp_path, monkeypatch, signum):
     shots_folder.write(tmp_path, num=1, size=SIZE)
     config = stage_config('gsd:toy', assist_epochs=0)
     previous = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.getsignal(signal.SIGINT)
     stop.handle_sigterm()  # as the command line does
+    # Python's own Ctrl-C handler: a process started in the background by a shell (a CI job, `cmd &`)
+    # inherits SIGINT ignored, and the signal would then never reach the stage.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ports = []
 
     def drive(app):
@@ -656,6 +653,7 @@ def test_ctrl_c_and_sigterm_stop_the_server(tmp_path, monkeypatch, signum):
         assert e.value.code == 128 + signum  # 130 for Ctrl-C, as a shell reports it; 143 for SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     with pytest.raises(OSError):
         http.client.HTTPConnection('127.0.0.1', ports[0], timeout=2).request('GET', '/')
 
