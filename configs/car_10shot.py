@@ -43,6 +43,7 @@ def build(category: str, arg, name: str, official: str, resolution: int, crop_ro
     g.checkpoint = ''  # required: --config.generator.checkpoint=PATH
     g.official = official
     g.which = 'G_ema'
+    g.dtype = 'float32'  # the synthesis convs' compute dtype; 'bfloat16' on TPU/GPU (README: bfloat16)
     # The architecture of the official file (shape checks before it is read; the file's own wins).
     g.expected = ml_collections.ConfigDict(
         dict(resolution=resolution, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, n_mlp=8)

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     g = c.generator = ml_collections.ConfigDict()
     g.checkpoint = 'gsd:toy'  # the generator to invert; any gsd.stylegan2.load path works
     g.which = 'G_ema'
+    g.dtype = 'float32'  # the synthesis convs' compute dtype; 'bfloat16' on TPU/GPU (README: bfloat16)
     # Architecture of a random-weights generator (checkpoint ''): only the smoke run uses one.
     g.resolution = 64
     g.channel_base = 2048

@@ -39,6 +39,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     g.checkpoint = ''  # required: --config.generator.checkpoint=PATH
     g.official = 'stylegan2-ffhq-config-f.pkl (NVIDIA StyleGAN2, FFHQ 1024 px)'
     g.which = 'G_ema'
+    g.dtype = 'float32'  # the synthesis convs' compute dtype; 'bfloat16' on TPU/GPU (README: bfloat16)
     # The architecture of the official file (shape checks before it is read; the file's own wins).
     g.expected = ml_collections.ConfigDict(
         dict(resolution=1024, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, n_mlp=8)

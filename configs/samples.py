@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     g = c.generator = ml_collections.ConfigDict()
     g.checkpoint = ''  # any file or directory gsd.stylegan2.load reads; '' = random weights
     g.which = 'G_ema'
+    g.dtype = 'float32'  # the synthesis convs' compute dtype; 'bfloat16' on TPU/GPU (README: bfloat16)
     g.crop_rows = ()  # (64, 448) for the car models
     # Architecture of the random-weights generator (ignored when a checkpoint is given).
     g.resolution = 64

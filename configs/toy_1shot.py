@@ -37,6 +37,7 @@ def build(shots: int, arg: str | None, name: str) -> ml_collections.ConfigDict:
     g = c.generator = ml_collections.ConfigDict()
     g.checkpoint = 'gsd:toy'  # the shipped toy generator; any gsd.stylegan2.load path works
     g.which = 'G_ema'
+    g.dtype = 'float32'  # the synthesis convs' compute dtype; 'bfloat16' on TPU/GPU (README: bfloat16)
 
     k = c.classes = ml_collections.ConfigDict()
     k.names = toy.CLASSES

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gsd import errors, pipeline
-from gsd.training import stop
+from gsd.training import cluster, stop
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -32,6 +32,14 @@ flags.DEFINE_string(
     "Run once per seed in WORKDIR/seed_N and summarise (mean +- std): 'test' (0,1,2), 'val' (100,101,102) "
     "or a list '0,1,2'; see gsd.protocol. Empty: one run with config.seed.",
 )
+flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    'host:port of process 0 in a multi-process run (with --num_processes and --process_id); unset: a '
+    'cluster is joined only where SLURM, Open MPI or Cloud TPU describe one (gsd.training.cluster).',
+)
+flags.DEFINE_integer('num_processes', None, 'Processes in the multi-process run (see --coordinator_address).')
+flags.DEFINE_integer('process_id', None, "This process's index, 0..num_processes-1 (see --coordinator_address).")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -158,6 +166,8 @@ def main(argv):
     warnings.showwarning = _show_warning
     config = _loaded_config(sys.argv)
     try:
+        # Before any JAX computation: the processes of one run become one set of devices.
+        cluster.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         if FLAGS.seeds:
             from gsd import protocol
 

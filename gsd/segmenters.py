@@ -22,6 +22,7 @@ from gsd import errors, features, projection
 from gsd.io import param_store, sources
 from gsd.nn import encoder as encoder_lib
 from gsd.nn import heads, unet
+from gsd.training import parallel
 
 HEAD_KINDS = ('cnn', 'mlp')
 UNET_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -205,20 +206,26 @@ def project_images(
     instead of w_avg. The result serves any heads on this generator (`segment_projected`)."""
     if encoder is not None and not isinstance(encoder, encoder_lib.TrainedEncoder):
         encoder = load_encoder(encoder, module, variables)
-    ws, noise, projected, psnr = [], [], [], []
-    for s in range(0, images_uint8.shape[0], batch_size):  # one compiled program per chunk shape
-        chunk = images_uint8[s : s + batch_size]
-        init_ws = None if encoder is None else encoder(_at_resolution(chunk, module.resolution))
-        res = projection.project(module, variables, chunk, seed=seed + s, init_ws=init_ws, **project_kwargs)
-        ws.append(np.asarray(res.ws))
-        noise.append({k: np.asarray(v) for k, v in res.noise.items()})
-        projected.append(res.images)
-        psnr.append(np.asarray(res.psnr))
+
+    def chunk(index: int):
+        start = index * batch_size
+        part = images_uint8[start : start + batch_size]
+        init_ws = None if encoder is None else encoder(_at_resolution(part, module.resolution))
+        res = projection.project(module, variables, part, seed=seed + start, init_ws=init_ws, **project_kwargs)
+        return {
+            'ws': np.asarray(res.ws),
+            'noise': {k: np.asarray(v) for k, v in res.noise.items()},
+            'images': np.asarray(res.images),
+            'psnr': np.asarray(res.psnr),
+        }
+
+    # One compiled program per chunk shape; on several processes each projects its share of the chunks.
+    parts = parallel.split_over_processes(chunk, -(-images_uint8.shape[0] // batch_size))
     return Projected(
-        np.concatenate(ws),
-        {k: np.concatenate([n[k] for n in noise]) for k in noise[0]},
-        np.concatenate(projected),
-        np.concatenate(psnr),
+        np.concatenate([p['ws'] for p in parts]),
+        {k: np.concatenate([p['noise'][k] for p in parts]) for k in parts[0]['noise']},
+        np.concatenate([p['images'] for p in parts]),
+        np.concatenate([p['psnr'] for p in parts]),
     )
 
 

@@ -1,7 +1,7 @@
 """Benchmark the StyleGAN2 generator: images/s and GFLOP/s against this machine's measured peak.
 
     python tools/bench_generator.py                 # 256 and 1024 px config-f, batch 1 and 8
-    python tools/bench_generator.py --res 256 --batch 1 --repeats 3
+    python tools/bench_generator.py --res 256 --batch 1 --repeats 3 --dtype float32 bfloat16
 
 Measures in one run: the peak (a 2048^3 float32 matmul and a 3x3 conv, 32x32x256 -> 256, batch 16),
 then for each resolution and batch the jitted forward pass (random weights, const noise) and the
@@ -24,8 +24,8 @@ from benchlib import best_time, measure_peak, synthesis_gmac
 from gsd.stylegan2.networks import Generator, channels_nvidia, noise_layer_names
 
 
-def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:
-    g = Generator(resolution, channels_nvidia(resolution), z_dim=512, w_dim=512, n_mlp=8)
+def bench_config(resolution: int, batch: int, repeats: int, peak: dict, dtype: str = 'float32') -> dict:
+    g = Generator(resolution, channels_nvidia(resolution), z_dim=512, w_dim=512, n_mlp=8, dtype=jnp.dtype(dtype))
     key = jax.random.PRNGKey(0)
     variables = jax.jit(g.init)(key, jnp.zeros((1, 512)))
     z = jax.random.normal(key, (batch, 512))
@@ -55,6 +55,7 @@ def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:
     out = {
         'resolution': resolution,
         'batch': batch,
+        'dtype': dtype,
         'forward_s': t_fwd,
         'images_per_s': batch / t_fwd,
         'forward_gflops': gflop / t_fwd,
@@ -65,7 +66,7 @@ def bench_config(resolution: int, batch: int, repeats: int, peak: dict) -> dict:
         'compiles_grad': compiles_grad,
     }
     print(
-        f'{resolution:5d} px batch {batch}: {out["images_per_s"]:.2f} img/s '
+        f'{resolution:5d} px batch {batch} {dtype}: {out["images_per_s"]:.2f} img/s '
         f'({t_fwd * 1e3:.0f} ms/call, {out["forward_gflops"]:.0f} GFLOP/s = '
         f'{out["forward_pct_of_conv_peak"]:.0f}% of conv peak); grad w.r.t. w+ and noise '
         f'{t_grad * 1e3:.0f} ms = {out["grad_over_forward"]:.2f}x forward; compiles {compiles_fwd}/{compiles_grad}',
@@ -79,6 +80,9 @@ def main():
     ap.add_argument('--res', type=int, nargs='+', default=[256, 1024])
     ap.add_argument('--batch', type=int, nargs='+', default=[1, 8])
     ap.add_argument('--repeats', type=int, default=5)
+    ap.add_argument(
+        '--dtype', nargs='+', default=['float32'], choices=['float32', 'bfloat16'], help='conv compute dtype'
+    )
     args = ap.parse_args()
     dev = jax.devices()[0]
     print(
@@ -87,7 +91,7 @@ def main():
     )
     peak = measure_peak(args.repeats)
     print(f'peak: matmul {peak["matmul_gflops"]:.0f} GFLOP/s, 3x3 conv {peak["conv3x3_gflops"]:.0f} GFLOP/s')
-    results = [bench_config(r, b, args.repeats, peak) for r in args.res for b in args.batch]
+    results = [bench_config(r, b, args.repeats, peak, d) for d in args.dtype for r in args.res for b in args.batch]
     peak_after = measure_peak(args.repeats)
     print(
         f'peak again after the runs: matmul {peak_after["matmul_gflops"]:.0f}, '

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import struct
+import sys
 import threading
 import warnings
 
@@ -312,6 +313,63 @@ class ToUint8HWC(grain.MapTransform):
         return array_to_square(record, None)
 
 
+class GlobalBatchSampler:
+    """This process's items of a global batch order that does not depend on the number of processes.
+
+    The global order is one shuffled IndexSampler over all records; global batch b is positions
+    [b * B, (b + 1) * B), and process p of N reads the contiguous slice [p * B / N, (p + 1) * B / N) of
+    every batch, the rows `jax.make_array_from_process_local_data` places on its devices. So 1 process with
+    4 devices and 2 processes with 2 devices train on the same global batches, and 1 process reads exactly
+    the order a plain IndexSampler gives. (grain's own process sharding deals each process a shard of the
+    records instead, so the global batches change with the process count.)"""
+
+    def __init__(
+        self,
+        num_records: int,
+        local_batch: int,
+        process_index: int,
+        process_count: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        num_epochs: int | None,
+    ):
+        self._global = grain.IndexSampler(
+            num_records, shard_options=grain.NoSharding(), shuffle=shuffle, seed=seed, num_epochs=num_epochs
+        )
+        self._local, self._p, self._n = local_batch, process_index, process_count
+        self._num_records, self._shuffle, self._seed, self._num_epochs = num_records, shuffle, seed, num_epochs
+        total = None if num_epochs is None else num_epochs * num_records
+        # Whole global batches only: every process then reads the same number of batches.
+        self._max_index = None if total is None else (total // (local_batch * process_count)) * local_batch
+
+    def __len__(self) -> int:
+        return sys.maxsize if self._max_index is None else self._max_index
+
+    def __repr__(self) -> str:
+        # grain stores this in the iterator's checkpoint and restores only into an equal sampler. One process
+        # reads exactly what gsd's earlier loader (an IndexSampler sharded by JAX process) read, so it keeps
+        # that sampler's name: checkpoints written before this class existed still resume.
+        if self._n == 1:
+            return repr(
+                grain.IndexSampler(
+                    self._num_records,
+                    shard_options=grain.ShardByJaxProcess(drop_remainder=True),
+                    shuffle=self._shuffle,
+                    seed=self._seed,
+                    num_epochs=self._num_epochs,
+                )
+            )
+        return f'GlobalBatchSampler({self._global!r}, local_batch={self._local}, process={self._p} of {self._n})'
+
+    def __getitem__(self, index: int):
+        if index < 0 or (self._max_index is not None and index >= self._max_index):
+            raise IndexError(f'sampler index {index} out of range')
+        step, k = divmod(index, self._local)
+        record = self._global[(step * self._n + self._p) * self._local + k]
+        return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
+
+
 def make_loader(
     source,
     batch_size: int,
@@ -327,21 +385,28 @@ def make_loader(
     uint8 numpy batches; a transform returning a dict gives dicts of batched arrays); batch_size is per
     process.
 
-    Each JAX process reads its own shard of the (shuffled) records. num_epochs=None repeats forever.
-    The iterator's state (iter(loader).get_state(), or orbax via grain.PyGrainCheckpointSave) resumes
-    exactly where it stopped; the order depends on the source's length, seed and shuffle, not on
-    the transform.
+    Each JAX process reads its own rows of every global batch (`GlobalBatchSampler`): the global batches
+    are the same whatever the number of processes. The iterator's state (iter(loader).get_state(), or
+    orbax via grain.PyGrainCheckpointSave) resumes exactly where it stopped; the order depends on the
+    source's length, seed and shuffle, not on the transform.
     """
-    shard_options = grain.ShardByJaxProcess(drop_remainder=True)
-    sampler = grain.IndexSampler(
-        len(source), shard_options=shard_options, shuffle=shuffle, seed=seed, num_epochs=num_epochs
+    import jax
+
+    sampler = GlobalBatchSampler(
+        len(source),
+        batch_size,
+        jax.process_index(),
+        jax.process_count(),
+        shuffle=shuffle,
+        seed=seed,
+        num_epochs=num_epochs,
     )
     transform = ToUint8HWC() if transform is None else transform
     operations = [transform, grain.Batch(batch_size, drop_remainder=drop_remainder)]
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        shard_options=shard_options,
+        shard_options=grain.NoSharding(),  # the sampler already gives this process's rows
         operations=operations,
         worker_count=worker_count,
     )

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gsd.features import FeatureLayout
@@ -290,8 +290,8 @@ def _train_program(
 
 
 def heads_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """A 1-D Mesh over `devices` (default: this process's devices) with axis 'heads'."""
-    return parallel.mesh(devices if devices is not None else jax.local_devices(), axis='heads')
+    """A 1-D Mesh over `devices` (default: every device of every process) with axis 'heads'."""
+    return parallel.mesh(devices, axis='heads')
 
 
 def train_heads(
@@ -324,7 +324,7 @@ def train_heads(
       different numbers of shots (1-, 5- and 10-shot heads in one program). An epoch is
       ceil(K / batch_size) steps; a step without any real image leaves the head untouched.
     lr schedule: lr * lr_decay_factor ** (epoch // lr_decay_every) (defaults: the paper's / 10 every 50).
-    mesh: a Mesh with a 'heads' axis (default: all local devices); M is padded up to a multiple of
+    mesh: a Mesh with a 'heads' axis (default: every device of every process); M is padded up to a multiple of
       its size and the padding dropped.
 
     Returns (params stacked along a leading M axis, per-epoch mean loss (M, epochs)).
@@ -348,8 +348,7 @@ def train_heads(
     mesh = mesh or heads_mesh()
     m_pad = -m % mesh.shape['heads']
     pad_rows = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], m_pad, axis=0)]) if m_pad else a
-    params, losses = _train_program(
-        head,
+    args = (
         pad_rows(keys),
         pad_rows(image_indices),
         pad_rows(index_mask),
@@ -358,12 +357,22 @@ def train_heads(
         jnp.float32(lr),
         jnp.float32(weight_decay),
         jnp.float32(lr_decay_factor),
+    )
+    several = jax.process_count() > 1
+    if several:  # the heads are split over the devices of every process: inputs become global arrays
+        shardings = [NamedSharding(mesh, P('heads'))] * 3 + [NamedSharding(mesh, P())] * 5
+        args = tuple(jax.tree.map(lambda a, sh=sh: parallel.global_array(a, sh), a) for a, sh in zip(args, shardings))
+    params, losses = _train_program(
+        head,
+        *args,
         epochs=epochs,
         batch_size=batch_size,
         lr_decay_every=lr_decay_every,
         shuffle=shuffle,
         mesh=mesh,
     )
+    if several:  # every process gets every head (process 0 writes them)
+        params, losses = parallel.host_copy((params, losses))
     return jax.tree.map(lambda a: a[:m], params), losses[:m]
 
 

@@ -125,7 +125,9 @@ def _holder(fd: int) -> str:
 
 def run_all(config, workdir) -> dict:
     """Run config.stages in order, holding the workdir's lock (`workdir_lock`); returns {stage: its result}.
-    Every stage name and every stage's `check(config)` pass before the first stage starts."""
+    Every stage name and every stage's `check(config)` pass before the first stage starts. With several JAX
+    processes every process runs every stage (each splits its work over them, process 0 writes the files)
+    and all wait for each other after each stage."""
     stages = stage_names(config)
     workdir = _workdir(workdir)
     modules = {name: get(name) for name in stages}
@@ -138,8 +140,15 @@ def run_all(config, workdir) -> dict:
                     f'stages: stage {name} needs {_missing_key(e)}, which this config lacks'
                 ) from None
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty workdir behind
+    from gsd.training import parallel
+
+    results = {}
     with workdir_lock(workdir):
-        return {name: module.run(config, workdir) for name, module in modules.items()}
+        for name, module in modules.items():
+            results[name] = module.run(config, workdir)
+            # Several processes: process 0 wrote the stage's files; none starts the next stage before that.
+            parallel.barrier(f'gsd.pipeline: stage {name} done')
+    return results
 
 
 def run_seeds(config, workdir, seeds) -> dict:
@@ -152,6 +161,7 @@ def run_seeds(config, workdir, seeds) -> dict:
 
     from gsd import protocol
     from gsd.io import atomic
+    from gsd.training import parallel
 
     workdir = _workdir(workdir)
     original = config.seed
@@ -171,14 +181,16 @@ def run_seeds(config, workdir, seeds) -> dict:
             result = run_all(config, seed_dir)
             if 'report' in result:
                 metrics[int(s)] = result['report']
-            atomic.write_json(done, {**record, 'seconds': round(time.time() - t0, 1)})
+            if parallel.is_writer():
+                atomic.write_json(done, {**record, 'seconds': round(time.time() - t0, 1)})
     finally:
         config.seed = original
     summary = protocol.summarise(metrics)
-    atomic.write_json(workdir / 'summary.json', {'seeds': [int(s) for s in seeds], 'methods': summary})
-    with atomic.open_atomic(workdir / 'summary.md', 'w') as f:
-        title = f'Mean +- std over seeds {", ".join(map(str, seeds))} (mean IoU: all classes)'
-        f.write(protocol.markdown(summary, title))
+    if parallel.is_writer():
+        atomic.write_json(workdir / 'summary.json', {'seeds': [int(s) for s in seeds], 'methods': summary})
+        with atomic.open_atomic(workdir / 'summary.md', 'w') as f:
+            title = f'Mean +- std over seeds {", ".join(map(str, seeds))} (mean IoU: all classes)'
+            f.write(protocol.markdown(summary, title))
     print(protocol.markdown(summary), flush=True)
     return summary
 

@@ -41,6 +41,13 @@ def models(config) -> dict:
 def check(config) -> None:
     """Refuse settings the annotator cannot run with, before any stage of the run starts."""
     a = config.annotate
+    import jax
+
+    if jax.process_count() > 1:  # one person, one page: the others would wait on a human inside a collective
+        raise errors.SettingError(
+            f'stages: the annotate stage runs in one process, this run has {jax.process_count()}; '
+            'label the shots in a single-process run, then start the multi-process run without annotate'
+        )
 
     def need(ok: bool, field: str, what: str) -> None:
         if not ok:

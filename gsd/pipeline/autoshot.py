@@ -134,6 +134,11 @@ def _trained_on(config, meta: dict, dataset_dir: pathlib.Path) -> dict:
     }
 
 
+def check(config) -> None:
+    """The global batch must split over every device of every process: said before any stage starts."""
+    parallel.local_batch_size(config.autoshot.batch_size, 'autoshot.batch_size')
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     cfg = config.autoshot
     workdir = pathlib.Path(workdir).absolute()

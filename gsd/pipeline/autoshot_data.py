@@ -140,7 +140,7 @@ def _settings(config, workdir: pathlib.Path) -> dict:
         'num_images': int(c.num_images),
         'chunk_size': int(c.chunk_size),
         'truncation_psi': float(c.truncation_psi),
-        'generator': str(config.generator.checkpoint),
+        'generator': generator.identity(config.generator),
         'heads': hashlib.sha256(json.dumps(heads_meta, sort_keys=True).encode()).hexdigest()[:16],
     }
 

@@ -25,6 +25,7 @@ import numpy as np
 from gsd import errors, segmenters
 from gsd.io import atomic, sources
 from gsd.io import images as image_io
+from gsd.training import parallel
 
 
 def models(config) -> dict:
@@ -41,21 +42,24 @@ def segment_folder(segmenter: segmenters.UNetSegmenter, folder, out) -> dict:
     summary."""
     images, paths, skipped = sources.read_folder(folder, None)
     names = sources.output_names(paths)
-    masks = segmenter.segment(images)
+    # Every process segments the whole folder (images of any size do not stack for a gather; the UNet is
+    # fast beside a GAN projection) and process 0 writes the masks.
+    masks = [np.asarray(m, np.uint8) for m in segmenter.segment(images)]
     per_image = {}
-    with atomic.directory(out) as tmp:  # a rerun on another folder leaves none of the old masks behind
-        for path, name, img, mask in zip(paths, names, images, masks):
-            mask = np.asarray(mask, np.uint8)
-            image_io.write_png(tmp / f'{name}_mask.png', mask, palette=segmenter.colours)
-            image_io.write_png(tmp / f'{name}_overlay.png', image_io.overlay(img, mask, segmenter.colours))
-            share = np.bincount(mask.ravel(), minlength=len(segmenter.classes)) / mask.size
-            per_image[str(path)] = {
-                'output': name,
-                'size': [int(img.shape[1]), int(img.shape[0])],
-                'class_share': {c: round(float(v), 4) for c, v in zip(segmenter.classes, share)},
-            }
-        summary = {'images': per_image, 'skipped': skipped}
-        atomic.write_json(tmp / 'results.json', summary)
+    for path, name, img, mask in zip(paths, names, images, masks):
+        share = np.bincount(mask.ravel(), minlength=len(segmenter.classes)) / mask.size
+        per_image[str(path)] = {
+            'output': name,
+            'size': [int(img.shape[1]), int(img.shape[0])],
+            'class_share': {c: round(float(v), 4) for c, v in zip(segmenter.classes, share)},
+        }
+    summary = {'images': per_image, 'skipped': skipped}
+    if parallel.is_writer():
+        with atomic.directory(out) as tmp:  # a rerun on another folder leaves none of the old masks behind
+            for name, img, mask in zip(names, images, masks):
+                image_io.write_png(tmp / f'{name}_mask.png', mask, palette=segmenter.colours)
+                image_io.write_png(tmp / f'{name}_overlay.png', image_io.overlay(img, mask, segmenter.colours))
+            atomic.write_json(tmp / 'results.json', summary)
     return summary
 
 
@@ -66,7 +70,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     out = workdir / 'autoshot_segment'
     summary = segment_folder(segmenters.load_unet(workdir / 'autoshot' / 'unet'), folder, out)
     summary['seconds'] = round(time.time() - t0, 1)
-    atomic.write_json(out / 'results.json', summary)
+    if parallel.is_writer():
+        atomic.write_json(out / 'results.json', summary)
     print(
         f'autoshot_segment: {len(summary["images"])} images -> {out} ({len(summary["skipped"])} skipped, '
         f'{summary["seconds"]} s)'

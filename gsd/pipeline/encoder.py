@@ -58,6 +58,7 @@ def check(config) -> None:
         )
     if len(cfg.widths) < 1:
         raise errors.SettingError('encoder.widths: give at least one block width')
+    parallel.local_batch_size(cfg.batch_size, 'encoder.batch_size')  # splits over every device of every process
 
 
 class SampleIndices(grain.RandomAccessDataSource):

@@ -30,6 +30,7 @@ from gsd import errors, head_features, segmenters
 from gsd.io import annotation, param_store
 from gsd.nn import heads
 from gsd.stylegan2 import generator
+from gsd.training import parallel
 
 FEATURE_DTYPES = ('float32', 'bfloat16')  # how the shots' activations are stored; heads compute in float32
 
@@ -80,7 +81,7 @@ def _settings(config, ws, labels) -> dict:
     return {
         'seed': int(config.seed),
         'fewshot': config.fewshot.to_dict(),
-        'generator': str(config.generator.checkpoint),
+        'generator': generator.identity(config.generator),
         'shots': digest.hexdigest()[:16],
     }
 
@@ -150,9 +151,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         'final_loss': [float(x) for x in losses[:, -1]],
         'seconds': round(time.time() - t0, 1),
     }
-    param_store.write(
-        out, jax.device_get(params), {'heads.json': meta, 'train_loss.json': losses[:, ::10].round(5).tolist()}
-    )
+    if parallel.is_writer():  # every process holds every head (heads.train_heads gathers them)
+        param_store.write(
+            out, jax.device_get(params), {'heads.json': meta, 'train_loss.json': losses[:, ::10].round(5).tolist()}
+        )
     print(
         f'fewshot: {cfg.ensemble} {cfg.head} head(s) on {labels.shape[0]} shot(s), '
         f'{ext.layout.channels} feature channels; final loss {np.mean(losses[:, -1]):.4f}; '

@@ -41,6 +41,7 @@ from gsd.io import annotation, atomic
 from gsd.io import images as image_io
 from gsd.nn import baselines, unet
 from gsd.stylegan2 import generator
+from gsd.training import parallel
 
 IGNORE_COLOUR = (224, 224, 192)  # unscored ground truth (evaluation.IGNORE_INDEX) in gt PNGs: PASCAL VOC's void
 
@@ -157,6 +158,8 @@ def _projections(config, module, variables, test_images, settings) -> tuple[segm
     digest = hashlib.sha256()
     digest.update(json.dumps(config.projection.to_dict(), sort_keys=True, default=str).encode())
     digest.update(f'seed={config.seed} shape={test_images.shape}'.encode())
+    if config.generator.get('dtype', 'float32') != 'float32':  # float32 keys stay as they were
+        digest.update(f'dtype={config.generator.dtype}'.encode())
     digest.update(np.ascontiguousarray(test_images).tobytes())
     digest.update(segmenters.generator_fingerprint(variables).encode())
     key = digest.hexdigest()
@@ -173,8 +176,9 @@ def _projections(config, module, variables, test_images, settings) -> tuple[segm
     proj = segmenters.project_images(module, variables, test_images, seed=config.seed, **settings)
     arrays = {'key': np.asarray(key), 'ws': proj.ws, 'images': proj.images, 'psnr': proj.psnr}
     arrays.update({f'noise/{k}': v for k, v in proj.noise.items()})
-    with atomic.open_atomic(path, 'wb') as f:
-        np.savez(f, **arrays)
+    if parallel.is_writer():
+        with atomic.open_atomic(path, 'wb') as f:
+            np.savez(f, **arrays)
     return proj, False
 
 
@@ -270,7 +274,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     gt_colours = np.zeros((256, 3), np.uint8)
     gt_colours[: len(colours)] = colours
     gt_colours[evaluation.IGNORE_INDEX] = IGNORE_COLOUR
-    for i, m in enumerate(test_masks):
+    # Every process scores every method (the projections are split over the processes and gathered);
+    # process 0 writes the files.
+    writer = parallel.is_writer()
+    for i, m in enumerate(test_masks if writer else ()):
         image_io.write_png(eval_dir / 'gt' / f'{i:05d}.png', m.astype(np.uint8), palette=gt_colours)
         image_io.write_png(eval_dir / 'images' / f'{i:05d}.png', test_images[i])
 
@@ -292,7 +299,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         if _padding(cfg):  # how the crops' padding was scored, in every report on PASCAL-Part
             detail[name]['padding'] = _padding(cfg)
         predictions[name] = pred[: cfg.num_shown]
-        for i, p in enumerate(pred):
+        for i, p in enumerate(pred if writer else ()):
             image_io.write_png(eval_dir / name / 'pred' / f'{i:05d}.png', p.astype(np.uint8), palette=colours)
         print(
             f'report: {name}: weighted IoU (parts) {r["weighted_iou_no_bg"]:.1f}, mean IoU {r["mean_iou"]:.1f} '
@@ -303,9 +310,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     if cfg.data == 'toy' and cfg.get('composite') and 'autoshot' in methods:
         composite = _composite(config, workdir, colours, ctx.unet)
         detail['autoshot']['composite'] = composite
-    atomic.write_json(workdir / 'metrics.json', metrics)
-    atomic.write_json(workdir / 'metrics_detail.json', detail)
-    _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, gt_colours, composite)
+    if writer:
+        atomic.write_json(workdir / 'metrics.json', metrics)
+        atomic.write_json(workdir / 'metrics_detail.json', detail)
+        _write_html(workdir, config, metrics, detail, test_images, test_masks, predictions, gt_colours, composite)
     return metrics
 
 
@@ -339,11 +347,12 @@ def _composite(config, workdir: pathlib.Path, colours, unet_segmenter: segmenter
     conf.update(mask, pred)
     r = conf.results(background=0)
     d = workdir / 'eval' / 'composite'
-    image_io.write_png(d / 'image.png', image)
-    image_io.write_png(d / 'gt.png', mask, palette=colours)
-    image_io.write_png(d / 'autoshot_pred.png', pred.astype(np.uint8), palette=colours)
-    image_io.write_png(d / 'overlay_gt.png', image_io.overlay(image, mask, colours))
-    image_io.write_png(d / 'overlay_autoshot.png', image_io.overlay(image, pred.astype(np.uint8), colours))
+    if parallel.is_writer():
+        image_io.write_png(d / 'image.png', image)
+        image_io.write_png(d / 'gt.png', mask, palette=colours)
+        image_io.write_png(d / 'autoshot_pred.png', pred.astype(np.uint8), palette=colours)
+        image_io.write_png(d / 'overlay_gt.png', image_io.overlay(image, mask, colours))
+        image_io.write_png(d / 'overlay_autoshot.png', image_io.overlay(image, pred.astype(np.uint8), colours))
     print(
         f'report: composite {image.shape[1]}x{image.shape[0]}: auto-shot weighted IoU (parts) '
         f'{r["weighted_iou_no_bg"]:.1f}, mean IoU {r["mean_iou"]:.1f}'

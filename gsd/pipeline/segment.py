@@ -26,6 +26,7 @@ from gsd import errors, pipeline, segmenters
 from gsd.io import annotation, atomic, sources
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
+from gsd.training import parallel
 
 
 def models(config) -> dict:
@@ -39,6 +40,15 @@ def check(config) -> None:
     for field in ('steps', 'batch_size'):
         if not (isinstance(p[field], int) and not isinstance(p[field], bool) and p[field] >= 1):
             raise errors.SettingError(f'projection.{field}: must be an integer >= 1, got {p[field]!r}')
+
+
+def _write(out, names, imgs, result, colours, summary: dict) -> None:
+    with atomic.directory(out) as tmp:  # a rerun on another folder leaves none of the old masks behind
+        for name, img, mask, proj in zip(names, imgs, result.masks, result.projections):
+            image_io.write_png(tmp / f'{name}_mask.png', mask, palette=colours)
+            image_io.write_png(tmp / f'{name}_overlay.png', image_io.overlay(img, mask, colours))
+            image_io.write_png(tmp / f'{name}_projection.png', proj)
+        atomic.write_json(tmp / 'results.json', summary)
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -62,12 +72,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
         'skipped': skipped,
         'seconds': round(time.time() - t0, 1),
     }
-    with atomic.directory(out) as tmp:  # a rerun on another folder leaves none of the old masks behind
-        for name, img, mask, proj in zip(names, imgs, result.masks, result.projections):
-            image_io.write_png(tmp / f'{name}_mask.png', mask, palette=colours)
-            image_io.write_png(tmp / f'{name}_overlay.png', image_io.overlay(img, mask, colours))
-            image_io.write_png(tmp / f'{name}_projection.png', proj)
-        atomic.write_json(tmp / 'results.json', summary)
+    if parallel.is_writer():  # the projections were split over the processes and gathered; one writes
+        _write(out, names, imgs, result, colours, summary)
     print(
         f'segment: {len(names)} images -> {out} (mean projection PSNR {np.mean(result.psnr):.1f} dB, '
         f'{len(skipped)} skipped, {summary["seconds"]} s)'

@@ -29,6 +29,7 @@ from gsd import errors
 from gsd.io import annotation, atomic
 from gsd.io import images as image_io
 from gsd.stylegan2 import generator
+from gsd.training import parallel
 
 ANNOTATORS = ('none', 'toy')
 
@@ -44,7 +45,7 @@ def _settings(config) -> dict:
         'num': int(s.num),
         'truncation_psi': float(s.truncation_psi),
         'annotator': s.annotator,
-        'generator': str(config.generator.checkpoint),
+        'generator': generator.identity(config.generator),
     }
 
 
@@ -80,6 +81,25 @@ def _candidates(module, variables, seed: int, psi: float, batch: int):
         for i, zi, wi, im in zip(idx, np.asarray(z), np.asarray(ws), image_io.to_uint8(imgs)):
             yield int(i), zi, wi, im
         start += batch
+
+
+def _write(out: pathlib.Path, kept, colours, config, summary: dict) -> None:
+    # Only a set without shots.json (an unfinished earlier write) can be replaced here.
+    with atomic.directory(out) as tmp:
+        for k, (_, _, _, img, mask) in enumerate(kept):
+            image_io.write_png(tmp / 'images' / f'{k:05d}.png', img)
+            if mask is not None:
+                image_io.write_png(tmp / 'labels' / f'{k:05d}.png', mask.astype(np.uint8), palette=colours)
+            else:
+                annotation.write_label_template(tmp / 'labels' / f'{k:05d}.png', img, colours)
+        np.savez(
+            tmp / 'latents.npz',
+            candidate=np.array([c[0] for c in kept]),
+            z=np.stack([c[1] for c in kept]),
+            ws=np.stack([c[2] for c in kept]),
+        )
+        annotation.write_colour_legend(tmp / 'classes.json', list(config.classes.names), colours)
+        (tmp / 'shots.json').write_text(json.dumps(summary, indent=1))
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -121,29 +141,15 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
                 continue
         kept.append((i, z, ws, img, mask))
 
-    # Only a set without shots.json (an unfinished earlier write) can be replaced here.
-    with atomic.directory(out) as tmp:
-        for k, (_, _, _, img, mask) in enumerate(kept):
-            image_io.write_png(tmp / 'images' / f'{k:05d}.png', img)
-            if mask is not None:
-                image_io.write_png(tmp / 'labels' / f'{k:05d}.png', mask.astype(np.uint8), palette=colours)
-            else:
-                annotation.write_label_template(tmp / 'labels' / f'{k:05d}.png', img, colours)
-        np.savez(
-            tmp / 'latents.npz',
-            candidate=np.array([c[0] for c in kept]),
-            z=np.stack([c[1] for c in kept]),
-            ws=np.stack([c[2] for c in kept]),
-        )
-        annotation.write_colour_legend(tmp / 'classes.json', list(config.classes.names), colours)
-        summary = {
-            'settings': settings,
-            'num': len(kept),
-            'candidates_seen': int(kept[-1][0]) + 1 if kept else 0,
-            'refused': refused,
-            'labelled_by': 'gsd.toy.annotator' if toy_labels else 'you: paint labels/',
-        }
-        (tmp / 'shots.json').write_text(json.dumps(summary, indent=1))
+    summary = {
+        'settings': settings,
+        'num': len(kept),
+        'candidates_seen': int(kept[-1][0]) + 1 if kept else 0,
+        'refused': refused,
+        'labelled_by': 'gsd.toy.annotator' if toy_labels else 'you: paint labels/',
+    }
+    if parallel.is_writer():  # every process sampled the same shots (a function of the seed); one writes them
+        _write(out, kept, colours, config, summary)
     how = (
         'labelled by the toy annotator'
         if toy_labels

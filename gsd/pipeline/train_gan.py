@@ -267,6 +267,11 @@ def export_generator(trainer: GANTrainer, state: TrainState, out_dir, provenance
     return stylegan2.save(out_dir, {'G_ema': (g, variables)}, provenance)
 
 
+def check(config) -> None:
+    """The global batch must split over every device of every process: said before any stage starts."""
+    parallel.local_batch_size(config.gan.batch_size, 'gan.batch_size')
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train (or resume) the GAN of `config.gan` in `workdir`; returns final metrics and the export path."""
     from gsd.io import sources as data_lib

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gsd import errors
 from gsd.stylegan2.loading import load
 from gsd.stylegan2.networks import Generator, channels_nvidia
 
@@ -21,6 +22,7 @@ from gsd.stylegan2.networks import Generator, channels_nvidia
 # toy world's package offers the same one as `gsd.toy.pretrained()`.
 SHIPPED = {'gsd:toy': 'toy/assets/toy_generator'}
 TOY_CHECKPOINT = 'gsd:toy'
+DTYPES = ('float32', 'bfloat16')  # generator.dtype
 
 
 def shipped_path(name: str) -> pathlib.Path:
@@ -29,7 +31,13 @@ def shipped_path(name: str) -> pathlib.Path:
 
 def build_generator(gen: ml_collections.ConfigDict, dtype=None):
     """(module, variables) from a config's `generator` block: a checkpoint path, a shipped name ('gsd:toy'),
-    or random weights of the architecture the block describes (checkpoint '')."""
+    or random weights of the architecture the block describes (checkpoint ''). The synthesis computes in
+    `dtype` if given, else in the block's `dtype` ('float32' when it has none, or 'bfloat16')."""
+    if dtype is None:
+        name = gen.get('dtype', 'float32')
+        if name not in DTYPES:
+            raise errors.SettingError(f'generator.dtype: must be one of {", ".join(DTYPES)}, got {name!r}')
+        dtype = None if name == 'float32' else jnp.dtype(name)
     kw = {} if dtype is None else {'dtype': dtype}
     if gen.checkpoint in SHIPPED:
         path = shipped_path(gen.checkpoint)
@@ -54,7 +62,7 @@ def build_generator(gen: ml_collections.ConfigDict, dtype=None):
         return load(
             path, gen.get('which', 'G_ema'), crop_rows=tuple(gen.crop_rows) if gen.get('crop_rows') else None, **kw
         )
-    module = _random_generator(gen)
+    module = _random_generator(gen).clone(**kw)
     variables = jax.jit(module.init)(jax.random.PRNGKey(gen.init_seed), jnp.zeros((1, module.z_dim)))
     return module, variables
 
@@ -62,6 +70,14 @@ def build_generator(gen: ml_collections.ConfigDict, dtype=None):
 def _random_generator(gen) -> Generator:
     channels = channels_nvidia(gen.resolution, gen.channel_base, gen.channel_max)
     return Generator(gen.resolution, channels, z_dim=gen.z_dim, w_dim=gen.w_dim, n_mlp=gen.n_mlp)
+
+
+def identity(gen: ml_collections.ConfigDict) -> str:
+    """The generator a block names, for the settings records that decide whether outputs are still valid:
+    its checkpoint, with '@bfloat16' when it computes in bfloat16 (float32 adds nothing, so records
+    written before `generator.dtype` existed still match)."""
+    dtype = gen.get('dtype', 'float32')
+    return str(gen.checkpoint) + ('' if dtype == 'float32' else f'@{dtype}')
 
 
 def architecture(gen: ml_collections.ConfigDict):

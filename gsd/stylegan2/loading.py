@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gsd import errors
-from gsd.io import atomic
+from gsd.io import atomic, param_store
 from gsd.stylegan2 import importers, readers
 from gsd.stylegan2.networks import Discriminator, Generator, block_resolutions
 
@@ -144,7 +144,6 @@ def _import_flat(state: dict, what: str, latent_avg=None):
 
 
 def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
-    import orbax.checkpoint as ocp
 
     meta_path = path / METADATA
     try:
@@ -155,7 +154,7 @@ def _read_gsd(path: pathlib.Path, only=None) -> tuple[dict, dict]:
         raise LoadError(f'{meta_path}: unreadable metadata ({e})') from None
     networks = _validated_metadata(meta_path, meta)
     nets = {}
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = param_store.checkpointer()  # process 0 writes; any process reads alone
     for name, (kind, arch) in networks.items():
         if only is not None and name not in only:
             nets[name] = None  # present, not restored
@@ -364,7 +363,6 @@ def _check_tree(path, module, variables):
 def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[dict] = None):
     """Write gsd's checkpoint directory: networks = {name: (module, variables)}. Atomic: a crash leaves
     either the old directory or the complete new one."""
-    import orbax.checkpoint as ocp
 
     out_dir = pathlib.Path(out_dir).absolute()
     if out_dir.exists() and not (out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / METADATA).exists())):
@@ -374,7 +372,7 @@ def save(out_dir, networks: dict[str, tuple[Any, dict]], provenance: Optional[di
         )
     with atomic.directory(out_dir) as tmp:
         meta = {'format': 'gsd-stylegan2', 'version': 1, 'networks': {}, 'provenance': provenance or {}}
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = param_store.checkpointer()  # process 0 writes; any process reads alone
         for name, (module, variables) in networks.items():
             ckptr.save(tmp / name, jax.tree.map(np.asarray, variables))
             ckptr.wait_until_finished()

@@ -110,9 +110,15 @@ class Checkpoints:
         # As it reads back from JSON (tuples become lists), so a comparison sees only real differences.
         self.trained_on = json.loads(json.dumps(dict(trained_on), default=str))
         self.json_items = tuple(json_items)
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        # Directories made before the items are written: grain's iterator handler writes each process's
+        # file at once, and with orbax's asynchronous directory creation process k > 0 could write before
+        # process 0 had made the step's folder (seen with 2 processes: FileNotFoundError, then a hang).
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            async_options=ocp.options.AsyncOptions(create_directories_asynchronously=False),
         )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()

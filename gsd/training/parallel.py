@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from gsd import errors
 
@@ -34,6 +34,74 @@ def local_batch_size(batch_size: int, setting: str, data_mesh: Optional[Mesh] = 
             f'{setting}: must be divisible by the {jax.process_count()} processes, got {batch_size!r}'
         )
     return batch_size // jax.process_count()
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 only, so each file is written once; the
+    others compute the same values (or gather them) and wait at `barrier`."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all reach the same `name` (a no-op for one process): after process 0
+    writes files that the others read next."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def global_array(x, sharding: NamedSharding):
+    """`x`, the same value on every process, as one global array with `sharding` (which may span devices of
+    other processes; each process fills only its own). One process: a plain device_put."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed PRNG keys travel as their raw data
+        impl = jax.random.key_impl(x)
+        data = global_array(jax.random.key_data(x), sharding)
+        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(data)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def host_copy(tree):
+    """Host numpy copies of a pytree of global arrays, with the shards other processes hold (an all-gather
+    when several processes share the arrays)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def split_over_processes(fn: Callable, items: int) -> list:
+    """[fn(i) for i in range(items)], item i computed by process i mod N and the results gathered to every
+    process: independent work (projections, say) split over hosts. fn(i) returns a pytree of host arrays
+    whose structure and trailing shapes do not depend on i (leading sizes may: a shorter last chunk)."""
+    n, me = jax.process_count(), jax.process_index()
+    if n == 1:
+        return [fn(i) for i in range(items)]
+    from jax.experimental import multihost_utils
+
+    out = []
+    for start in range(0, items, n):
+        mine = start + me
+        # A process with no item left repeats the last one (and drops it): every process joins each gather.
+        local = jax.tree.map(np.asarray, fn(min(mine, items - 1)))
+        sizes = multihost_utils.process_allgather(np.asarray([np.shape(x)[0] for x in jax.tree.leaves(local)]))
+        longest = sizes.max(axis=0)
+        padded = jax.tree.unflatten(
+            jax.tree.structure(local),
+            [
+                np.concatenate([x, np.zeros((m - x.shape[0],) + x.shape[1:], x.dtype)]) if x.shape[0] < m else x
+                for x, m in zip(jax.tree.leaves(local), longest)
+            ],
+        )
+        gathered = multihost_utils.process_allgather(padded)  # leading axis: process
+        for q in range(min(n, items - start)):
+            leaves = [x[q][: sizes[q][j]] for j, x in enumerate(jax.tree.leaves(gathered))]
+            out.append(jax.tree.unflatten(jax.tree.structure(local), leaves))
+    return out
 
 
 def padded_batches(arrays: Sequence[np.ndarray], batch_size: int) -> Iterator[tuple[tuple[np.ndarray, ...], int]]:
