@@ -248,6 +248,10 @@ def test_global_batches_do_not_depend_on_the_process_count():
     assert len(finite[0]) == len(finite[1]) == (74 // 8) * 4
     with pytest.raises(IndexError):
         finite[1][len(finite[1])]
+    # Without drop_remainder each process also reads its rows of the last, partial global batch (2 rows here).
+    kept = [GlobalBatchSampler(37, 4, p, 2, shuffle=False, seed=3, num_epochs=2, drop_remainder=False) for p in (0, 1)]
+    assert [len(k) for k in kept] == [9 * 4 + 2, 9 * 4]
+    assert sorted(k[i].record_key for k in kept for i in range(len(k))) == sorted(list(range(37)) * 2)
     # One process reads what the earlier loader read, under its name: its checkpoints still resume.
     import grain.python as grain
 

@@ -333,6 +333,7 @@ class GlobalBatchSampler:
         shuffle: bool,
         seed: int,
         num_epochs: int | None,
+        drop_remainder: bool = True,
     ):
         self._global = grain.IndexSampler(
             num_records, shard_options=grain.NoSharding(), shuffle=shuffle, seed=seed, num_epochs=num_epochs
@@ -340,8 +341,13 @@ class GlobalBatchSampler:
         self._local, self._p, self._n = local_batch, process_index, process_count
         self._num_records, self._shuffle, self._seed, self._num_epochs = num_records, shuffle, seed, num_epochs
         total = None if num_epochs is None else num_epochs * num_records
-        # Whole global batches only: every process then reads the same number of batches.
-        self._max_index = None if total is None else (total // (local_batch * process_count)) * local_batch
+        self._max_index = None
+        if total is not None:
+            # Whole global batches (every process then reads as many batches), and with `drop_remainder` off
+            # this process's rows of the last, partial one.
+            full, rest = divmod(total, local_batch * process_count)
+            tail = 0 if drop_remainder else max(0, min(local_batch, rest - process_index * local_batch))
+            self._max_index = full * local_batch + tail
 
     def __len__(self) -> int:
         return sys.maxsize if self._max_index is None else self._max_index
@@ -400,6 +406,7 @@ def make_loader(
         shuffle=shuffle,
         seed=seed,
         num_epochs=num_epochs,
+        drop_remainder=drop_remainder,
     )
     transform = ToUint8HWC() if transform is None else transform
     operations = [transform, grain.Batch(batch_size, drop_remainder=drop_remainder)]
