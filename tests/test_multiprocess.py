@@ -209,6 +209,23 @@ def test_cluster_detection_needs_a_job_of_several_processes():
     assert cluster.initialize() == 'single process'  # this test process: nothing detected, nothing joined
 
 
+def refused(workdir, flags, devices: int) -> str:
+    """A single-process run that must end as bad input before any work: exit 2, one line on stderr, no
+    workdir made; returns the line."""
+    proc = subprocess.run(
+        [sys.executable, '-m', 'gsd.main', *flags, f'--workdir={workdir}'],
+        cwd=REPO,
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert not workdir.exists()  # refused before any work
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     'flags, message',
     [
@@ -220,18 +237,8 @@ def test_cluster_detection_needs_a_job_of_several_processes():
     ],
 )
 def test_cluster_flags_errors_are_one_line(tmp_path, flags, message):
-    proc = subprocess.run(
-        [sys.executable, '-m', 'gsd.main', *GAN, f'--workdir={tmp_path / "w"}', *flags],
-        cwd=REPO,
-        env=_env(1),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith('gsd: --'), proc.stderr[-2000:]
-    assert message in lines[0]
-    assert not (tmp_path / 'w').exists()  # refused before any work
+    line = refused(tmp_path / 'w', GAN + flags, devices=1)
+    assert line.startswith('gsd: --') and message in line, line
 
 
 def test_global_batches_do_not_depend_on_the_process_count():
@@ -262,15 +269,5 @@ def test_global_batches_do_not_depend_on_the_process_count():
 
 def test_a_batch_that_cannot_split_is_refused_before_any_stage(tmp_path):
     """toy_1shot:smoke's autoshot batch (8) on 3 devices: one line naming the setting, and no shots sampled."""
-    proc = subprocess.run(
-        [sys.executable, '-m', 'gsd.main', *ONESHOT, f'--workdir={tmp_path / "w"}', '--config.autoshot.batch_size=8'],
-        cwd=REPO,
-        env=_env(3),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith('gsd: autoshot.batch_size: must be a positive multiple of the 3 devices'), lines
-    assert not (tmp_path / 'w').exists()
+    line = refused(tmp_path / 'w', ONESHOT + ['--config.autoshot.batch_size=8'], devices=3)
+    assert line.startswith('gsd: autoshot.batch_size: must be a positive multiple of the 3 devices'), line
