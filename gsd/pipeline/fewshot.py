@@ -2,7 +2,7 @@
 
 Reads WORKDIR/shots (see `gsd.pipeline.shots`), runs the generator once on the shots' w+ (constant noise, as
 they were sampled) capturing the chosen synthesis convs, and trains `config.fewshot.ensemble` heads
-in one compiled program (`gsd.nn.heads.train_heads`: vmapped, split over local devices). The head's
+in one compiled program (`gsd.nn.heads.train_heads`: vmapped, split over every device of every process). The head's
 first layer is applied per layer at that layer's own resolution (`first_layer_fused`), so the
 concatenated (H, W, C) feature map is never built. Writes
 
