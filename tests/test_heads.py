@@ -238,7 +238,6 @@ def test_fused_first_layer_heads_equal_concat_heads():
     assert _max_diff(jax.tree.map(lambda a: a[1], short), alone) < 1e-5
 
 
-
 def test_ensemble_runs_members_in_turn():
     # Each member's logits are its own head's, and the members' hidden maps are not held at once: the
     # compiled program's scratch memory for 4 members is about that of 1 (vmapped members took 4x, and a
